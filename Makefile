@@ -1,0 +1,58 @@
+# collab: `make run` serves on http://127.0.0.1:8888 with data in ./data;
+# `make test` runs every test. Both set everything up on a fresh machine.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STATIC := collab/static
+
+.PHONY: install install-test web run test bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: $(PY) setup.cfg pyproject.toml
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install --quiet -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed-test
+	$(PIP) install --quiet -e '.[test,bench]'
+	touch $@
+
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+
+$(STATIC)/.built: web/node_modules/.package-lock.json $(wildcard web/src/* web/*.html web/*.css web/build.mjs)
+	cd web && npm run --silent build
+	touch $@
+
+tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund
+
+install: $(VENV)/.installed $(STATIC)/.built
+
+web: $(STATIC)/.built
+
+install-test: install $(VENV)/.installed-test tests/js/node_modules/.package-lock.json
+
+run: install
+	$(PY) -m collab serve --host 127.0.0.1 --port 8888 --data-dir ./data
+
+test: install-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install-test $(VENV)/.installed-bench
+	$(PY) tests/bench/run.py $(BENCH_ARGS)
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check collab tests
+
+clean:
+	rm -rf $(VENV) web/node_modules tests/js/node_modules $(STATIC) build *.egg-info

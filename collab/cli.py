@@ -1,0 +1,165 @@
+"""The ``collab`` command: ``serve``, ``export`` and ``compact``.
+
+Every ``serve`` option also reads ``COLLAB_<OPTION>`` from the environment
+(``--data-dir`` from ``COLLAB_DATA_DIR``); a flag on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from .config import Config
+from .room import Room
+from .store import FileStore, StoreLocked
+
+__all__ = ["main"]
+
+log = logging.getLogger("collab")
+
+_DEFAULTS = Config()
+_OPTIONS: list[tuple[str, type, str]] = [
+    ("host", str, "address to listen on"),
+    ("port", int, "port to listen on"),
+    ("data_dir", str, "directory holding the documents"),
+    ("fsync", str, "always (group commit before relaying) | interval | never"),
+    ("fsync_interval", float, "seconds between fsyncs with --fsync interval"),
+    ("idle_timeout", float, "seconds before an unused document is flushed and unloaded"),
+    ("compact_bytes", int, "log size that triggers a snapshot"),
+    ("ping_interval", float, "seconds between keep-alive pings (0 = off)"),
+    ("ping_timeout", float, "seconds without a pong before a socket is dropped"),
+    ("max_message_bytes", int, "largest accepted WebSocket message (close 1009 above)"),
+    ("jwt_secret", str, "HS256 secret; when set every request needs a JWT"),
+    ("log_level", str, "debug | info | warning | error"),
+]
+
+
+def _env(option: str) -> str | None:
+    return os.environ.get("COLLAB_" + option.upper())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collab", description="Real-time collaborative editing server."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server")
+    for option, kind, text in _OPTIONS:
+        default = getattr(_DEFAULTS, option)
+        env = _env(option)
+        flag = "--" + option.replace("_", "-")
+        serve.add_argument(
+            flag,
+            type=kind,
+            default=kind(env) if env is not None else default,
+            help=f"{text} (env COLLAB_{option.upper()}, default {default!r})",
+        )
+    env_origins = _env("allow_origin")
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        dest="allow_origins",
+        default=env_origins.split(",") if env_origins else None,
+        help="browser origin allowed to open WebSockets, repeatable; '*' = any "
+        "(env COLLAB_ALLOW_ORIGIN, comma-separated; default same origin plus loopback)",
+    )
+    serve.add_argument(
+        "--memory",
+        action="store_true",
+        default=_env("memory") in ("1", "true", "yes"),
+        help="keep documents in memory only, nothing on disk (env COLLAB_MEMORY=1)",
+    )
+    for name, text in (
+        ("export", "print a document's text"),
+        ("compact", "compact every document"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        if name == "export":
+            sub.add_argument("name", help="document name")
+        sub.add_argument("--data-dir", default=_env("data_dir") or _DEFAULTS.data_dir)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    values = {option: getattr(args, option) for option, _, _ in _OPTIONS}
+    if args.fsync not in ("always", "interval", "never"):
+        raise SystemExit(f"collab: --fsync must be always, interval or never, not {args.fsync!r}")
+    values["allow_origins"] = tuple(args.allow_origins or ())
+    if args.memory:
+        values["data_dir"] = None
+    return dataclasses.replace(_DEFAULTS, **values)
+
+
+async def _serve(config: Config) -> None:
+    from .app import make_app
+    from .hub import Hub
+
+    hub = Hub(config)
+    app = make_app(config, hub)
+    server = app.listen(config.port, config.host, xheaders=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    where = config.data_dir or "memory"
+    log.info("collab serving on http://%s:%d (data: %s)", config.host, config.port, where)
+    await stop.wait()
+    log.info("shutting down: flushing documents")
+    server.stop()
+    await hub.close()
+    try:
+        await asyncio.wait_for(server.close_all_connections(), timeout=5)
+    except TimeoutError:
+        log.warning("some connections did not close in time")
+    log.info("stopped")
+
+
+def _export(data_dir: str, name: str) -> int:
+    store = FileStore(data_dir, read_only=True)
+    if store.info(name) is None:
+        print(f"collab: no document {name!r} in {data_dir}", file=sys.stderr)
+        return 1
+    room = Room(name)
+    room.restore(store.load(name).updates)
+    sys.stdout.write(room.text)
+    return 0
+
+
+def _compact(data_dir: str) -> int:
+    store = FileStore(data_dir)
+    try:
+        with store.lock():
+            for info in store.list():
+                stored = store.load(info.name)
+                room = Room(info.name)
+                room.restore(stored.updates)
+                store.save_snapshot(info.name, room.doc.get_update(), stored.seq + 1)
+                print(f"compacted {info.name}")
+    except StoreLocked as exc:
+        print(f"collab: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "export":
+        return _export(args.data_dir, args.name)
+    if args.command == "compact":
+        return _compact(args.data_dir)
+    config = _config(args)
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(_serve(config))
+    except StoreLocked as exc:
+        log.error("%s", exc)
+        return 1
+    return 0

@@ -1,0 +1,398 @@
+"""The orchestrator: loads rooms once, logs before relaying, compacts, unloads.
+
+Rule: asyncio only, no tornado. A ``Hub`` owns every loaded ``Room`` of one
+store. It carries out a room's ``Effects`` in the order data safety needs: the
+update is written to the document's log (through to the OS, and with
+``fsync="always"`` fsynced by a group commit) before any frame carrying it is
+sent to anyone. Slow disk work (fsync, snapshots) runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from . import policy
+from .config import Config
+from .errors import DocumentDeleted, ShuttingDown
+from .metrics import Metrics
+from .room import Room
+from .store import DocInfo, FileStore, Log, MemoryStore, Store
+
+__all__ = ["Connection", "DocSummary", "Hub"]
+
+log = logging.getLogger("collab.hub")
+
+
+class Connection(Protocol):
+    """What the hub needs of a client connection."""
+
+    def send(self, data: bytes) -> None:
+        """Queue ``data`` as one binary frame; never blocks, never raises."""
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class DocSummary:
+    name: str
+    size: int
+    modified: float
+    clients: int
+
+
+class _Durability:
+    """Group commit for one log: one fsync covers every write before it."""
+
+    def __init__(self, log_: Log, on_sync: Callable[[float], None]) -> None:
+        self.log = log_
+        self.written = 0
+        self.synced = 0
+        self._inflight: asyncio.Future[None] | None = None
+        self._on_sync = on_sync
+
+    @property
+    def dirty(self) -> bool:
+        return self.synced < self.written
+
+    async def wait(self) -> None:
+        """Return once everything written so far is fsynced."""
+        target = self.written
+        while self.synced < target:
+            if self._inflight is None:
+                self._inflight = asyncio.ensure_future(self._sync())
+            await asyncio.shield(self._inflight)
+
+    async def _sync(self) -> None:
+        target = self.written
+        start = time.perf_counter()
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.log.sync)
+            self.synced = max(self.synced, target)
+        finally:
+            self._inflight = None
+        self._on_sync(time.perf_counter() - start)
+
+
+@dataclass(eq=False)
+class _Slot:
+    """A loaded (or loading) document."""
+
+    name: str
+    room: Room
+    ready: asyncio.Future[None]
+    log: Log | None = None
+    durability: _Durability | None = None
+    seq: int = 0
+    compacting: asyncio.Task[None] | None = None
+    unloading: asyncio.Future[None] | None = None
+    idle_timer: asyncio.TimerHandle | None = None
+    since_snapshot: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Hub:
+    """All loaded documents of one store, and the connections editing them."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        store: Store | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config or Config(data_dir=None)
+        self._owned_store: FileStore | None = None
+        if store is None:
+            data_dir = self.config.data_dir
+            if data_dir:
+                store = self._owned_store = FileStore(data_dir)
+                self._owned_store.acquire()
+            else:
+                store = MemoryStore()
+        self.store = store
+        self.metrics = metrics or Metrics()
+        self.rooms: dict[str, _Slot] = {}
+        self._syncer: asyncio.Task[None] | None = None
+        self._closing = False
+        self.clock: Callable[[], float] = time.time
+
+    # -- opening and closing documents ----------------------------------------
+
+    async def _open(self, name: str) -> _Slot:
+        """Return the loaded document, loading it once however many ask."""
+        if self._closing:
+            raise ShuttingDown("server is shutting down")
+        while True:
+            slot = self.rooms.get(name)
+            if slot is None:
+                return await self._load(name)
+            if slot.unloading is not None:
+                await asyncio.shield(slot.unloading)
+                continue
+            await asyncio.shield(slot.ready)
+            return slot
+
+    async def _load(self, name: str) -> _Slot:
+        loop = asyncio.get_running_loop()
+        slot = _Slot(name, Room(name), loop.create_future())
+        self.rooms[name] = slot
+        try:
+            stored = await loop.run_in_executor(None, self.store.load, name)
+            slot.room.restore(stored.updates)
+            slot.seq = stored.seq
+            slot.since_snapshot = len(stored.updates) - 1
+            slot.log = self.store.open_log(name, slot.seq)
+            slot.durability = _Durability(slot.log, self._observe_fsync)
+        except BaseException as exc:
+            del self.rooms[name]
+            slot.room.close()
+            slot.ready.set_exception(exc)
+            slot.ready.exception()  # retrieved: the awaiting callers get it
+            raise
+        slot.ready.set_result(None)
+        self.metrics.documents.set(len(self.rooms))
+        self._start_syncer()
+        return slot
+
+    def _schedule_unload(self, slot: _Slot) -> None:
+        if slot.idle_timer is not None:
+            slot.idle_timer.cancel()
+        loop = asyncio.get_running_loop()
+        slot.idle_timer = loop.call_later(
+            self.config.idle_timeout, lambda: asyncio.ensure_future(self._unload(slot))
+        )
+
+    async def _unload(self, slot: _Slot) -> None:
+        if slot.room.peers or slot.unloading is not None or self.rooms.get(slot.name) is not slot:
+            return
+        slot.unloading = asyncio.get_running_loop().create_future()
+        try:
+            await self._compact(slot, force=False)
+            await self._flush(slot)
+        except Exception:
+            log.exception("could not flush %r; keeping it in memory", slot.name)
+            slot.unloading.set_result(None)
+            slot.unloading = None
+            self._schedule_unload(slot)
+            return
+        self._drop(slot)
+        slot.unloading.set_result(None)
+
+    def _drop(self, slot: _Slot) -> None:
+        if self.rooms.get(slot.name) is slot:
+            del self.rooms[slot.name]
+        if slot.idle_timer is not None:
+            slot.idle_timer.cancel()
+        if slot.log is not None:
+            slot.log.close()
+        slot.room.close()
+        self.metrics.documents.set(len(self.rooms))
+        log.debug("unloaded %r", slot.name)
+
+    # -- connections ------------------------------------------------------------
+
+    async def join(self, name: str, conn: Connection) -> Room:
+        """Open ``name`` for ``conn`` and send it sync step 1 and awareness.
+
+        Raises:
+            DocumentUnavailable: the stored document cannot be read.
+            ShuttingDown: the hub is closing.
+        """
+        slot = await self._open(name)
+        if slot.idle_timer is not None:
+            slot.idle_timer.cancel()
+            slot.idle_timer = None
+        for frame in slot.room.join(conn):
+            conn.send(frame)
+        self.metrics.connections.inc()
+        return slot.room
+
+    async def receive(self, conn: Connection, room: Room, data: bytes, writable: bool) -> None:
+        """Apply one frame from ``conn``: reply, log, then relay.
+
+        Raises:
+            CollabError: the frame was refused; the caller closes ``conn``.
+        """
+        slot = self.rooms.get(room.name)
+        if slot is None or slot.room is not room:
+            raise DocumentDeleted("document was deleted")
+        self.metrics.bytes_in.inc(len(data))
+        effects = room.receive(conn, data, writable=writable)
+        if effects.update is not None:
+            self.metrics.updates_in.inc()
+            await self._persist(slot, effects.update)
+        if effects.reply:
+            if self.config.fsync == "always" and slot.durability and slot.durability.dirty:
+                await slot.durability.wait()  # a step 2 may carry unsynced updates
+            for frame in effects.reply:
+                conn.send(frame)
+        self._relay(slot, effects.relay, exclude=conn)
+
+    def leave(self, conn: Connection, room: Room) -> None:
+        """Forget ``conn``; relay the removal of its awareness states."""
+        slot = self.rooms.get(room.name)
+        if conn not in room.peers:
+            return
+        effects = room.leave(conn)
+        self.metrics.connections.dec()
+        if slot is None or slot.room is not room:
+            return
+        self._relay(slot, effects.relay, exclude=conn)
+        if not room.peers:
+            self._schedule_unload(slot)
+
+    def _relay(self, slot: _Slot, frames: list[bytes], exclude: Connection | None) -> None:
+        peers = [peer for peer in slot.room.peers if peer is not exclude]
+        for frame in frames:
+            for peer in peers:
+                peer.send(frame)  # type: ignore[attr-defined]
+            self.metrics.bytes_out.inc(len(frame) * len(peers))
+        if frames and peers:
+            self.metrics.updates_out.inc(len(peers) * len(frames))
+
+    # -- persistence ------------------------------------------------------------
+
+    async def _persist(self, slot: _Slot, update: bytes) -> None:
+        assert slot.log is not None and slot.durability is not None
+        durability = slot.durability
+        slot.log.append(update)
+        durability.written += 1
+        slot.since_snapshot += 1
+        compact = policy.should_compact(slot.log.size, self.config.compact_bytes)
+        if compact and slot.compacting is None:
+            slot.compacting = asyncio.ensure_future(self._compact(slot, force=False))
+        if self.config.fsync == "always":
+            await durability.wait()
+
+    def _observe_fsync(self, seconds: float) -> None:
+        self.metrics.persist_seconds.labels("fsync").observe(seconds)
+
+    async def _flush(self, slot: _Slot) -> None:
+        if slot.durability is not None and self.config.fsync != "never":
+            await slot.durability.wait()
+
+    async def _compact(self, slot: _Slot, force: bool) -> None:
+        """Write the state as a snapshot and start a new log."""
+        try:
+            async with slot.lock:
+                if slot.since_snapshot <= 0 and not force:
+                    return
+                await self._write_snapshot(slot)
+        finally:
+            slot.compacting = None
+
+    async def _write_snapshot(self, slot: _Slot) -> None:
+        loop = asyncio.get_running_loop()
+        state = slot.room.doc.get_update()
+        old_log, old_durability = slot.log, slot.durability
+        slot.seq += 1
+        slot.log = self.store.open_log(slot.name, slot.seq)
+        slot.durability = _Durability(slot.log, self._observe_fsync)
+        slot.since_snapshot = 0
+        start = time.perf_counter()
+        try:
+            await loop.run_in_executor(None, self.store.save_snapshot, slot.name, state, slot.seq)
+        except Exception:
+            slot.since_snapshot = 1  # both logs stay and replay; try again later
+            raise
+        finally:
+            self.metrics.persist_seconds.labels("snapshot").observe(time.perf_counter() - start)
+            if old_durability is not None and old_durability._inflight is not None:
+                await asyncio.shield(old_durability._inflight)
+        if old_log is not None:
+            old_log.close()
+
+    def _start_syncer(self) -> None:
+        if self.config.fsync == "interval" and self._syncer is None:
+            self._syncer = asyncio.ensure_future(self._sync_periodically())
+
+    async def _sync_periodically(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.config.fsync_interval)
+            for slot in list(self.rooms.values()):
+                if slot.durability is not None and slot.durability.dirty:
+                    try:
+                        await slot.durability.wait()
+                    except Exception:
+                        log.exception("fsync of %r failed", slot.name)
+
+    # -- documents as a whole (HTTP API) ----------------------------------------
+
+    async def get_text(self, name: str) -> str | None:
+        """Return the text of ``name``, or None if no such document exists."""
+        if name not in self.rooms and await self._info(name) is None:
+            return None
+        slot = await self._open(name)
+        self._release_if_idle(slot)
+        return slot.room.text
+
+    async def set_text(self, name: str, text: str) -> None:
+        """Replace the text of ``name`` (created if needed) as a live CRDT edit."""
+        slot = await self._open(name)
+        effects = slot.room.replace_text(text)
+        if effects.update is not None:
+            await self._persist(slot, effects.update)
+        self._relay(slot, effects.relay, exclude=None)
+        self._release_if_idle(slot)
+
+    async def delete(self, name: str) -> bool:
+        """Delete ``name`` everywhere; its connections are closed with 4404."""
+        slot = self.rooms.get(name)
+        loaded = slot is not None
+        if slot is not None:
+            slot = await self._open(name)
+            async with slot.lock:
+                for peer in list(slot.room.peers):
+                    peer.close(DocumentDeleted.close_code, "document deleted")  # type: ignore[attr-defined]
+                self._drop(slot)
+        existed = await asyncio.get_running_loop().run_in_executor(None, self.store.delete, name)
+        return existed or loaded
+
+    async def list(self) -> list[DocSummary]:
+        infos = {
+            i.name: i
+            for i in await asyncio.get_running_loop().run_in_executor(None, self.store.list)
+        }
+        for name in self.rooms:
+            infos.setdefault(name, DocInfo(name, 0, time.time()))
+        return [
+            DocSummary(i.name, i.size, i.modified, self.clients(i.name))
+            for i in sorted(infos.values(), key=lambda i: i.name)
+        ]
+
+    def clients(self, name: str) -> int:
+        slot = self.rooms.get(name)
+        return len(slot.room.peers) if slot is not None else 0
+
+    async def _info(self, name: str) -> DocInfo | None:
+        return await asyncio.get_running_loop().run_in_executor(None, self.store.info, name)
+
+    def _release_if_idle(self, slot: _Slot) -> None:
+        if not slot.room.peers and slot.unloading is None:
+            self._schedule_unload(slot)
+
+    # -- shutdown ---------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close every connection (1001) and flush every document to disk."""
+        self._closing = True
+        if self._syncer is not None:
+            self._syncer.cancel()
+        for slot in list(self.rooms.values()):
+            for peer in list(slot.room.peers):
+                peer.close(ShuttingDown.close_code, "server shutting down")  # type: ignore[attr-defined]
+        for slot in list(self.rooms.values()):
+            try:
+                await asyncio.shield(slot.ready)
+                await self._compact(slot, force=False)
+                if slot.durability is not None:
+                    await slot.durability.wait()
+            except Exception:
+                log.exception("could not flush %r at shutdown", slot.name)
+            self._drop(slot)
+        if self._owned_store is not None:
+            self._owned_store.release()

@@ -1,0 +1,61 @@
+"""The editor's HTML pages, served from the built bundle in ``collab/static``."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import tornado.web
+
+from . import names
+from .errors import BadName
+
+__all__ = ["EditorPageHandler", "HomePageHandler", "static_dir"]
+
+
+def static_dir() -> Path:
+    """Where ``make`` puts the built editor (inside the package, so wheels ship it)."""
+    return Path(__file__).parent / "static"
+
+
+_FALLBACK = """<!doctype html><meta charset="utf-8"><title>collab</title>
+<h1>collab</h1><p>The editor bundle is not built: run <code>make run</code>.</p>
+<p>Documents are listed at <a href="/api/docs">/api/docs</a>.</p>"""
+
+
+class _PageHandler(tornado.web.RequestHandler):
+    page = "index.html"
+
+    def initialize(self, static: Path) -> None:
+        self.static = static
+
+    def _serve_page(self) -> None:
+        path = self.static / self.page
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        if path.is_file():
+            self.finish(path.read_bytes())
+        else:
+            self.finish(_FALLBACK)
+
+
+class HomePageHandler(_PageHandler):
+    """``GET /``: the document list."""
+
+    def get(self) -> None:
+        self._serve_page()
+
+
+class EditorPageHandler(_PageHandler):
+    """``GET /d/<name>``: the editor for one document."""
+
+    page = "editor.html"
+
+    def get(self, name: str) -> None:
+        try:
+            names.validate(name)
+        except BadName as exc:
+            self.set_status(400)
+            self.finish(html.escape(exc.reason))
+            return
+        self._serve_page()

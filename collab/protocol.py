@@ -1,0 +1,253 @@
+"""The y-protocols wire format: bytes in, frozen messages out, and back.
+
+Rule: pure. No I/O, no tornado, no asyncio, no CRDT calls; payloads stay opaque
+bytes (``room`` gives them meaning). ``decode`` trusts nothing: every length and
+varint is bounds-checked and any malformed input raises ``ProtocolError``.
+
+Grammar (lib0 encoding; ``varuint`` is little-endian base-128, ``bytes`` and
+``string`` are a varuint length then that many bytes, strings in UTF-8)::
+
+    message      = varuint type, body
+    type 0 sync  = varuint sync_type, bytes      ; 0 step 1 (state vector),
+                                                 ; 1 step 2 (update), 2 update
+    type 1 awareness       = bytes               ; an awareness update, below
+    type 2 auth            = varuint 0, string   ; permission denied + reason
+    type 3 query-awareness = (nothing)
+
+    awareness    = varuint count, count * (varuint client_id, varuint clock,
+                                           string state_json)  ; "null" = gone
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import IntEnum
+
+from .errors import ProtocolError
+
+__all__ = [
+    "Auth",
+    "AwarenessEntry",
+    "AwarenessUpdate",
+    "Message",
+    "MessageType",
+    "QueryAwareness",
+    "SyncStep1",
+    "SyncStep2",
+    "SyncType",
+    "Update",
+    "decode",
+    "decode_awareness",
+    "encode",
+    "encode_awareness",
+]
+
+_MAX_VARUINT_BYTES = 8  # lib0 numbers are at most 53 bits
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+
+class MessageType(IntEnum):
+    SYNC = 0
+    AWARENESS = 1
+    AUTH = 2
+    QUERY_AWARENESS = 3
+
+
+class SyncType(IntEnum):
+    STEP1 = 0
+    STEP2 = 1
+    UPDATE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep1:
+    state_vector: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep2:
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessUpdate:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """Permission denied, with a reason (the only auth message y-protocols defines)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAwareness:
+    pass
+
+
+Message = SyncStep1 | SyncStep2 | Update | AwarenessUpdate | Auth | QueryAwareness
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessEntry:
+    """One client's awareness state; ``state`` is JSON text, ``"null"`` when removed."""
+
+    client_id: int
+    clock: int
+    state: str
+
+    @property
+    def removed(self) -> bool:
+        return self.state == "null"
+
+
+# -- encoding ---------------------------------------------------------------
+
+
+def _varuint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(0x80 | (n & 0x7F))
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _varbytes(data: bytes) -> bytes:
+    return _varuint(len(data)) + data
+
+
+_SYNC_PREFIX = {
+    SyncStep1: bytes([MessageType.SYNC, SyncType.STEP1]),
+    SyncStep2: bytes([MessageType.SYNC, SyncType.STEP2]),
+    Update: bytes([MessageType.SYNC, SyncType.UPDATE]),
+}
+
+
+def encode(message: Message) -> bytes:
+    """Return the wire bytes of one message."""
+    match message:
+        case SyncStep1(state_vector=data) | SyncStep2(update=data) | Update(update=data):
+            return _SYNC_PREFIX[type(message)] + _varbytes(data)
+        case AwarenessUpdate(payload):
+            return bytes([MessageType.AWARENESS]) + _varbytes(payload)
+        case Auth(reason):
+            return bytes([MessageType.AUTH, 0]) + _varbytes(reason.encode())
+        case QueryAwareness():
+            return bytes([MessageType.QUERY_AWARENESS])
+    raise TypeError(f"not a message: {message!r}")
+
+
+def encode_awareness(entries: list[AwarenessEntry]) -> bytes:
+    """Return an awareness update payload holding ``entries``."""
+    parts = [_varuint(len(entries))]
+    for entry in entries:
+        parts += [_varuint(entry.client_id), _varuint(entry.clock)]
+        parts.append(_varbytes(entry.state.encode()))
+    return b"".join(parts)
+
+
+# -- decoding ---------------------------------------------------------------
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def varuint(self) -> int:
+        n = shift = 0
+        for _i in range(_MAX_VARUINT_BYTES):
+            if self.pos >= len(self.data):
+                raise ProtocolError("truncated varuint")
+            byte = self.data[self.pos]
+            self.pos += 1
+            n |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                if n > _MAX_SAFE_INTEGER:
+                    raise ProtocolError("varuint out of range")
+                return n
+            shift += 7
+        raise ProtocolError("varuint too long")
+
+    def varbytes(self) -> bytes:
+        length = self.varuint()
+        end = self.pos + length
+        if end > len(self.data):
+            raise ProtocolError("length past end of message")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def string(self) -> str:
+        try:
+            return self.varbytes().decode()
+        except UnicodeDecodeError:
+            raise ProtocolError("string is not UTF-8") from None
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise ProtocolError("trailing bytes after message")
+
+
+_SYNC_TYPES = {SyncType.STEP1: SyncStep1, SyncType.STEP2: SyncStep2, SyncType.UPDATE: Update}
+
+
+def decode(data: bytes) -> Message:
+    """Parse one message.
+
+    Raises:
+        ProtocolError: the bytes are not exactly one well-formed message. The
+            caller closes the connection with ``ProtocolError.close_code``.
+    """
+    reader = _Reader(data)
+    kind = reader.varuint()
+    message: Message
+    if kind == MessageType.SYNC:
+        sync_type = reader.varuint()
+        if sync_type not in _SYNC_TYPES:
+            raise ProtocolError(f"unknown sync message type {sync_type}")
+        message = _SYNC_TYPES[SyncType(sync_type)](reader.varbytes())
+    elif kind == MessageType.AWARENESS:
+        message = AwarenessUpdate(reader.varbytes())
+    elif kind == MessageType.AUTH:
+        reader.varuint()
+        message = Auth(reader.string())
+    elif kind == MessageType.QUERY_AWARENESS:
+        message = QueryAwareness()
+    else:
+        raise ProtocolError(f"unknown message type {kind}")
+    reader.end()
+    return message
+
+
+def decode_awareness(payload: bytes) -> list[AwarenessEntry]:
+    """Parse an awareness update payload; every state must be valid JSON.
+
+    Raises:
+        ProtocolError: malformed payload or a state that is not JSON (other
+            clients would fail to parse it).
+    """
+    reader = _Reader(payload)
+    count = reader.varuint()
+    if count > len(payload):  # every entry takes at least 3 bytes
+        raise ProtocolError("awareness count past end of message")
+    entries = []
+    for _ in range(count):
+        client_id, clock, state = reader.varuint(), reader.varuint(), reader.string()
+        try:
+            json.loads(state)
+        except (ValueError, RecursionError):
+            raise ProtocolError("awareness state is not JSON") from None
+        entries.append(AwarenessEntry(client_id, clock, state))
+    reader.end()
+    return entries

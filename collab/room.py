@@ -1,0 +1,202 @@
+"""One document and the peers editing it: the sync state machine.
+
+Rule: pure. No I/O, no tornado, no asyncio, no clock. A ``Room`` takes
+``(peer, bytes)`` and never awaits; it returns ``Effects`` saying what must
+happen: frames to answer the sender with, the update to make durable, and the
+frames to relay to every other peer. The orchestrator (``hub``) carries them out
+in the order data safety needs: log first, then relay.
+
+Document changes are read from ``Doc.observe``, so an update the document
+already holds produces no event and nothing is logged or relayed: echoes from a
+backplane or a reconnecting client die out here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pycrdt import Doc, Text, TransactionEvent
+
+from . import protocol
+from .errors import BadUpdate, ProtocolError
+from .protocol import (
+    Auth,
+    AwarenessEntry,
+    AwarenessUpdate,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    Update,
+)
+
+__all__ = ["TEXT_NAME", "Effects", "Peer", "Room"]
+
+TEXT_NAME = "content"
+
+
+class Peer(Hashable, Protocol):
+    """A connection as the room sees it: anything hashable."""
+
+
+@dataclass
+class Effects:
+    """What the orchestrator must do after the room took a message."""
+
+    reply: list[bytes] = field(default_factory=list)
+    update: bytes | None = None
+    relay: list[bytes] = field(default_factory=list)
+
+
+class Room:
+    """The Yjs document of one name, its awareness states and its peers."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.doc: Doc = Doc()
+        self.peers: dict[Peer, set[int]] = {}
+        self.awareness: dict[int, AwarenessEntry] = {}
+        self._changes: list[bytes] = []
+        self._subscription = self.doc.observe(self._on_transaction)
+
+    def _on_transaction(self, event: TransactionEvent) -> None:
+        self._changes.append(event.update)
+
+    def _take_change(self) -> bytes | None:
+        changes, self._changes = self._changes, []
+        if not changes:
+            return None
+        if len(changes) == 1:
+            return changes[0]
+        from pycrdt import merge_updates
+
+        return merge_updates(*changes)
+
+    # -- loading ------------------------------------------------------------
+
+    def restore(self, updates: Iterable[bytes]) -> None:
+        """Apply stored updates (not logged again, not relayed)."""
+        with self.doc.transaction():
+            for update in updates:
+                self.doc.apply_update(update)
+        self._changes.clear()
+
+    # -- peers --------------------------------------------------------------
+
+    def join(self, peer: Peer) -> list[bytes]:
+        """Add ``peer``; return the frames to send it first (step 1, awareness)."""
+        self.peers[peer] = set()
+        frames = [protocol.encode(SyncStep1(self.doc.get_state()))]
+        if present := self._present():
+            frames.append(self._awareness_frame(present))
+        return frames
+
+    def leave(self, peer: Peer) -> Effects:
+        """Remove ``peer``; relay the removal of every awareness state it set."""
+        ids = self.peers.pop(peer, set())
+        gone = []
+        for client_id in ids:
+            entry = self.awareness.get(client_id)
+            if entry is not None and not entry.removed:
+                gone.append(AwarenessEntry(client_id, entry.clock + 1, "null"))
+                self.awareness[client_id] = gone[-1]
+        return Effects(relay=[self._awareness_frame(gone)] if gone else [])
+
+    def close(self) -> None:
+        """Release the document's observer so the room can be freed."""
+        self.doc.unobserve(self._subscription)
+
+    # -- messages -----------------------------------------------------------
+
+    def receive(self, peer: Peer, data: bytes, *, writable: bool = True) -> Effects:
+        """Take one frame from ``peer``.
+
+        Raises:
+            ProtocolError: the frame is malformed or its update invalid; the
+                document is unchanged and the caller closes the connection.
+        """
+        match protocol.decode(data):
+            case SyncStep1(state_vector):
+                return Effects(reply=[self._step2(state_vector)])
+            case SyncStep2(update) | Update(update):
+                return self._apply(update) if writable else Effects()
+            case AwarenessUpdate(payload):
+                self._take_awareness(peer, protocol.decode_awareness(payload))
+                return Effects(relay=[data])
+            case QueryAwareness():
+                return Effects(reply=[self._awareness_frame(self._present())])
+            case Auth():
+                return Effects()
+        raise ProtocolError("unhandled message")  # pragma: no cover
+
+    def _step2(self, state_vector: bytes) -> bytes:
+        try:
+            update = self.doc.get_update(state_vector)
+        except ValueError:
+            raise ProtocolError("invalid state vector") from None
+        return protocol.encode(SyncStep2(update))
+
+    def _apply(self, update: bytes) -> Effects:
+        try:
+            self.doc.apply_update(update)
+        except ValueError as exc:
+            self._changes.clear()
+            raise BadUpdate(f"invalid Yjs update: {exc}") from None
+        return self._effects_of_change()
+
+    def _effects_of_change(self) -> Effects:
+        change = self._take_change()
+        if change is None:
+            return Effects()
+        return Effects(update=change, relay=[protocol.encode(Update(change))])
+
+    # -- awareness ----------------------------------------------------------
+
+    def _take_awareness(self, peer: Peer, entries: list[AwarenessEntry]) -> None:
+        owned = self.peers.setdefault(peer, set())
+        for entry in entries:
+            current = self.awareness.get(entry.client_id)
+            newer = current is None or entry.clock > current.clock
+            if newer or (entry.clock == current.clock and entry.removed and not current.removed):
+                self.awareness[entry.client_id] = entry
+            if entry.removed:
+                owned.discard(entry.client_id)
+            else:
+                owned.add(entry.client_id)
+
+    def _present(self) -> list[AwarenessEntry]:
+        return [entry for entry in self.awareness.values() if not entry.removed]
+
+    @staticmethod
+    def _awareness_frame(entries: list[AwarenessEntry]) -> bytes:
+        return protocol.encode(AwarenessUpdate(protocol.encode_awareness(entries)))
+
+    # -- the shared text ----------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        """The text of the ``Y.Text`` named ``content``."""
+        return str(self.doc.get(TEXT_NAME, type=Text))
+
+    def replace_text(self, new: str) -> Effects:
+        """Edit ``content`` into ``new`` with the smallest single splice."""
+        text = self.doc.get(TEXT_NAME, type=Text)
+        old = str(text)
+        start = 0
+        limit = min(len(old), len(new))
+        while start < limit and old[start] == new[start]:
+            start += 1
+        end_old, end_new = len(old), len(new)
+        while end_old > start and end_new > start and old[end_old - 1] == new[end_new - 1]:
+            end_old -= 1
+            end_new -= 1
+        # pycrdt indexes Y.Text by UTF-8 byte offsets.
+        a = len(old[:start].encode())
+        b = a + len(old[start:end_old].encode())
+        with self.doc.transaction():
+            if b > a:
+                del text[a:b]
+            if end_new > start:
+                text.insert(a, new[start:end_new])
+        return self._effects_of_change()

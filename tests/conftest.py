@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+import tornado.web
+
+from collab import Config, Hub, make_app
+
+
+@pytest.fixture
+def config(tmp_path) -> Config:
+    return Config(data_dir=str(tmp_path / "data"), idle_timeout=30.0, fsync="interval")
+
+
+@pytest.fixture
+def hub(config) -> Hub:
+    return Hub(config)
+
+
+@pytest.fixture
+def app(config, hub) -> tornado.web.Application:
+    return make_app(config, hub)
+
+
+@pytest.fixture
+def port(http_server_port) -> int:
+    return http_server_port[1]
+
+
+@pytest.fixture
+def ws_url(port):
+    def url(name: str) -> str:
+        return f"ws://127.0.0.1:{port}/ws/{name}"
+
+    return url

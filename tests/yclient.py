@@ -1,0 +1,114 @@
+"""A small, real Yjs client in Python (pycrdt + tornado websocket) for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from pycrdt import Doc, Text, TransactionEvent
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from collab import protocol
+from collab.protocol import (
+    AwarenessEntry,
+    AwarenessUpdate,
+    SyncStep1,
+    SyncStep2,
+    Update,
+)
+
+
+async def eventually(
+    check: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
+) -> None:
+    """Wait until ``check()`` is truthy (or stops raising AssertionError)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+            error: Exception | None = None
+        except AssertionError as exc:
+            error = exc
+        if time.monotonic() > deadline:
+            if error is not None:
+                raise error
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+class YClient:
+    """Speaks y-websocket to one document; ``text`` is its ``content`` Y.Text."""
+
+    def __init__(self, url: str, client_id: int | None = None) -> None:
+        self.url = url
+        self.doc: Doc = Doc(client_id=client_id) if client_id is not None else Doc()
+        self.text = self.doc.get("content", type=Text)
+        self.awareness: dict[int, AwarenessEntry] = {}
+        self.synced = asyncio.Event()
+        self.received: list[bytes] = []
+        self.ws: WebSocketClientConnection | None = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self.closed = asyncio.Event()
+        self._remote = False
+        self._reader: asyncio.Task[None] | None = None
+        self.doc.observe(self._on_change)
+
+    def _on_change(self, event: TransactionEvent) -> None:
+        if not self._remote and self.ws is not None:
+            self.send(protocol.encode(Update(event.update)))
+
+    async def connect(self, wait_synced: bool = True) -> YClient:
+        self.ws = await websocket_connect(self.url)
+        self._reader = asyncio.ensure_future(self._read())
+        self.send(protocol.encode(SyncStep1(self.doc.get_state())))
+        if wait_synced:
+            await asyncio.wait_for(self.synced.wait(), 10)
+        return self
+
+    def send(self, data: bytes) -> None:
+        assert self.ws is not None
+        self.ws.write_message(data, binary=True)
+
+    def set_awareness(self, client_id: int, clock: int, state: str) -> None:
+        payload = protocol.encode_awareness([AwarenessEntry(client_id, clock, state)])
+        self.send(protocol.encode(AwarenessUpdate(payload)))
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        while True:
+            data = await self.ws.read_message()
+            if data is None:
+                self.close_code = self.ws.close_code
+                self.close_reason = self.ws.close_reason
+                self.closed.set()
+                return
+            assert isinstance(data, bytes)
+            self.received.append(data)
+            self._handle(protocol.decode(data))
+
+    def _handle(self, message: protocol.Message) -> None:
+        match message:
+            case SyncStep1(state_vector):
+                self.send(protocol.encode(SyncStep2(self.doc.get_update(state_vector))))
+            case SyncStep2(update) | Update(update):
+                self._remote = True
+                try:
+                    self.doc.apply_update(update)
+                finally:
+                    self._remote = False
+                if isinstance(message, SyncStep2):
+                    self.synced.set()
+            case AwarenessUpdate(payload):
+                for entry in protocol.decode_awareness(payload):
+                    self.awareness[entry.client_id] = entry
+
+    def present(self) -> dict[int, str]:
+        return {cid: e.state for cid, e in self.awareness.items() if not e.removed}
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            self.ws.close()
+            await asyncio.wait_for(self.closed.wait(), 5)
