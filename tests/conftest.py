@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+# Imported here, at the top of the stack: CPython 3.11.7 can fail with "AST constructor
+# recursion depth mismatch" when pytest first imports hypothesis deep inside a test run.
+import hypothesis  # noqa: F401
 import pytest
 import tornado.web
 

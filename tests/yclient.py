@@ -61,6 +61,9 @@ class YClient:
             self.send(protocol.encode(Update(event.update)))
 
     async def connect(self, wait_synced: bool = True) -> YClient:
+        """Open the socket and sync (again: offline edits are sent on reconnect)."""
+        self.synced.clear()
+        self.closed.clear()
         self.ws = await websocket_connect(self.url)
         self._reader = asyncio.ensure_future(self._read())
         self.send(protocol.encode(SyncStep1(self.doc.get_state())))
@@ -68,9 +71,15 @@ class YClient:
             await asyncio.wait_for(self.synced.wait(), 10)
         return self
 
+    @property
+    def connected(self) -> bool:
+        return self.ws is not None and not self.closed.is_set()
+
     def send(self, data: bytes) -> None:
-        assert self.ws is not None
-        self.ws.write_message(data, binary=True)
+        """Send one frame; while disconnected, edits stay local until ``connect``."""
+        if self.connected:
+            assert self.ws is not None
+            self.ws.write_message(data, binary=True)
 
     def set_awareness(self, client_id: int, clock: int, state: str) -> None:
         payload = protocol.encode_awareness([AwarenessEntry(client_id, clock, state)])
