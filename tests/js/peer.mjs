@@ -1,0 +1,130 @@
+// One stock Yjs client (yjs + y-websocket WebsocketProvider over `ws`) on one
+// document, driven by the Python tests through JSON lines.
+//
+//   node peer.mjs <serverUrl> <room>      e.g. ws://127.0.0.1:8888/ws "my doc"
+//
+// stdout, one JSON object a line:
+//   {"event": "ready", "clientID": n}      once, at start
+//   {"event": "synced"}                    the first time the provider is synced
+//   {"id": k, ...}                         the reply to command k
+//   {"id": k, "error": "..."}              the command failed
+// stdin, one JSON object a line, each with an "id" and a "cmd":
+//   state                 -> {text, sv, synced, connected, awareness, map, array}
+//   edit {seed, ops, label} -> seeded random inserts/deletes on the text "content";
+//                            replies {ops, remoteDuring} once done
+//   insert {index, text}  -> one insert
+//   awareness {state}     -> set the local awareness state
+//   set {key, value}      -> Y.Map "meta"[key] = value
+//   push {items}          -> append items to Y.Array "list"
+//   quit                  -> destroy the provider, reply, exit 0
+import * as Y from 'yjs'
+import { WebsocketProvider } from 'y-websocket'
+import WebSocket from 'ws'
+import readline from 'node:readline'
+
+const [serverUrl, room] = process.argv.slice(2)
+if (!serverUrl || !room) {
+  process.stderr.write('usage: node peer.mjs <serverUrl> <room>\n')
+  process.exit(2)
+}
+
+const doc = new Y.Doc()
+const text = doc.getText('content')
+// disableBc: peers must talk only through the server, never through
+// BroadcastChannel (which Node has, and which y-websocket would otherwise use).
+const provider = new WebsocketProvider(serverUrl, room, doc, {
+  WebSocketPolyfill: WebSocket,
+  disableBc: true
+})
+
+const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+
+let remoteUpdates = 0
+doc.on('update', (_update, origin) => {
+  if (origin === provider) remoteUpdates++
+})
+
+provider.once('sync', () => emit({ event: 'synced' }))
+
+// mulberry32: a small seeded PRNG, so a failing run can be replayed.
+function prng (seed) {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+const tick = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+async function edit ({ seed, ops, label }) {
+  const rnd = prng(seed)
+  const before = remoteUpdates
+  for (let i = 0; i < ops; i++) {
+    const len = text.length
+    const r = rnd()
+    const word = `${label}${i} `
+    if (len > 0 && r < 0.3) {
+      const pos = Math.floor(rnd() * len)
+      text.delete(pos, Math.min(len - pos, 1 + Math.floor(rnd() * 6)))
+    } else if (r < 0.5) {
+      text.insert(0, word) // every peer hammers the same position
+    } else if (r < 0.6) {
+      text.insert(len, word)
+    } else {
+      text.insert(Math.floor(rnd() * (len + 1)), word)
+    }
+    // Yield to the event loop so remote updates land between local edits.
+    await tick(rnd() < 0.5 ? 0 : 1)
+  }
+  return { ops, remoteDuring: remoteUpdates - before }
+}
+
+function state () {
+  const sv = {}
+  for (const [client, clock] of Y.decodeStateVector(Y.encodeStateVector(doc))) {
+    sv[client] = clock
+  }
+  const awareness = {}
+  for (const [client, s] of provider.awareness.getStates()) awareness[client] = s
+  return {
+    text: text.toString(),
+    sv,
+    synced: provider.synced,
+    connected: provider.wsconnected,
+    awareness,
+    map: doc.getMap('meta').toJSON(),
+    array: doc.getArray('list').toJSON()
+  }
+}
+
+const commands = {
+  state,
+  edit,
+  insert: ({ index, text: s }) => { text.insert(index, s); return {} },
+  awareness: ({ state: s }) => { provider.awareness.setLocalState(s); return {} },
+  set: ({ key, value }) => { doc.getMap('meta').set(key, value); return {} },
+  push: ({ items }) => { doc.getArray('list').push(items); return {} },
+  quit: () => { provider.destroy(); return {} }
+}
+
+const lines = readline.createInterface({ input: process.stdin })
+lines.on('line', async (line) => {
+  let msg
+  try {
+    msg = JSON.parse(line)
+    const run = commands[msg.cmd]
+    if (!run) throw new Error(`unknown command ${msg.cmd}`)
+    emit({ id: msg.id, ...(await run(msg)) })
+    if (msg.cmd === 'quit') process.exit(0)
+  } catch (err) {
+    emit({ id: msg && msg.id, error: String(err && err.stack ? err.stack : err) })
+  }
+})
+// The test runner closing our stdin means it is gone: do not linger.
+lines.on('close', () => process.exit(0))
+
+emit({ event: 'ready', clientID: doc.clientID })
