@@ -59,6 +59,7 @@ class Stored:
 
     updates: list[bytes] = field(default_factory=list)
     seq: int = 0
+    records: int = 0  # how many of ``updates`` came from logs (not the snapshot)
     dropped_bytes: int = 0
 
 
@@ -244,7 +245,9 @@ class FileStore:
                 if not self.read_only:
                     path.unlink(missing_ok=True)  # compacted; its removal was interrupted
                 continue
-            stored.updates += self._read_log(path, stored)
+            records = self._read_log(path, stored)
+            stored.updates += records
+            stored.records += len(records)
             stored.seq = seq
         return stored
 
@@ -322,7 +325,9 @@ class FileStore:
     # listing
     def info(self, name: str) -> DocInfo | None:
         stem = names.to_stem(name)
-        paths = [self._snap(stem), *(p for _, p in self._logs(stem))]
+        snap = self._snap(stem)
+        corrupt = snap.with_name(snap.name + ".corrupt")  # still exists, if refused
+        paths = [snap, corrupt, *(p for _, p in self._logs(stem))]
         stats = [p.stat() for p in paths if p.exists()]
         if not stats:
             return None
@@ -331,7 +336,7 @@ class FileStore:
     def list(self) -> list[DocInfo]:
         stems = set()
         for path in self.root.iterdir():
-            if path.suffix in (".snap", ".log"):
+            if path.suffix in (".snap", ".log") or path.name.endswith(".snap.corrupt"):
                 stems.add(path.name.split(".", 1)[0])
         found = []
         for stem in stems:
@@ -389,6 +394,7 @@ class MemoryStore:
             stored.updates.append(snap)
         for seq in sorted(logs):
             stored.updates += logs[seq]
+            stored.records += len(logs[seq])
             stored.seq = seq
         return stored
 

@@ -25,7 +25,8 @@ def app(config, hub) -> tornado.web.Application:
 
 
 @pytest.fixture
-def port(http_server_port) -> int:
+def port(http_server, http_server_port) -> int:
+    """The port of the live test server (requesting it starts the server)."""
     return http_server_port[1]
 
 

@@ -52,6 +52,7 @@ class YClient:
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self.closed = asyncio.Event()
+        self.on_frame: Callable[[bytes], None] | None = None
         self._remote = False
         self._reader: asyncio.Task[None] | None = None
         self.doc.observe(self._on_change)
@@ -96,6 +97,8 @@ class YClient:
                 return
             assert isinstance(data, bytes)
             self.received.append(data)
+            if self.on_frame is not None:
+                self.on_frame(data)
             self._handle(protocol.decode(data))
 
     def _handle(self, message: protocol.Message) -> None:
