@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from pycrdt import Doc, Text, TransactionEvent
+from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from collab import protocol
@@ -41,8 +42,11 @@ async def eventually(
 class YClient:
     """Speaks y-websocket to one document; ``text`` is its ``content`` Y.Text."""
 
-    def __init__(self, url: str, client_id: int | None = None) -> None:
+    def __init__(
+        self, url: str, client_id: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         self.url = url
+        self.headers = headers or {}
         self.doc: Doc = Doc(client_id=client_id) if client_id is not None else Doc()
         self.text = self.doc.get("content", type=Text)
         self.awareness: dict[int, AwarenessEntry] = {}
@@ -65,12 +69,18 @@ class YClient:
         """Open the socket and sync (again: offline edits are sent on reconnect)."""
         self.synced.clear()
         self.closed.clear()
-        self.ws = await websocket_connect(self.url)
+        self.ws = await websocket_connect(HTTPRequest(self.url, headers=self.headers))
         self._reader = asyncio.ensure_future(self._read())
         self.send(protocol.encode(SyncStep1(self.doc.get_state())))
         if wait_synced:
             await asyncio.wait_for(self.synced.wait(), 10)
         return self
+
+    async def roundtrip(self) -> None:
+        """Return once the server has handled everything this client sent so far."""
+        self.synced.clear()
+        self.send(protocol.encode(SyncStep1(self.doc.get_state())))
+        await asyncio.wait_for(self.synced.wait(), 10)
 
     @property
     def connected(self) -> bool:
