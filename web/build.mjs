@@ -1,0 +1,46 @@
+// Bundles the editor pages into ../collab/static/ (served by the Python server).
+//
+//   npm run build            one minified build
+//   npm run build -- --dev   unminified, with inline source maps
+//
+// The HTML pages reference their script and stylesheet as /static/NAME?v=HASH,
+// so Tornado's static handler may cache them forever and a rebuild still shows.
+import { createHash } from 'node:crypto'
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import * as esbuild from 'esbuild'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const out = join(here, '..', 'collab', 'static')
+const dev = process.argv.includes('--dev')
+
+rmSync(out, { recursive: true, force: true })
+mkdirSync(out, { recursive: true })
+
+await esbuild.build({
+  entryPoints: { home: join(here, 'src', 'home.js'), editor: join(here, 'src', 'editor.js') },
+  outdir: out,
+  bundle: true,
+  format: 'esm',
+  target: ['es2020'],
+  minify: !dev,
+  sourcemap: dev ? 'inline' : false,
+  legalComments: 'none',
+  logLevel: 'warning'
+})
+copyFileSync(join(here, 'style.css'), join(out, 'style.css'))
+
+const hash = (file) =>
+  createHash('sha256').update(readFileSync(join(out, file))).digest('hex').slice(0, 12)
+const versions = Object.fromEntries(
+  ['home.js', 'editor.js', 'style.css'].map((file) => [file, hash(file)])
+)
+for (const page of ['index.html', 'editor.html']) {
+  const html = readFileSync(join(here, page), 'utf8').replace(
+    /\/static\/([\w.-]+)\?v=HASH/g,
+    (_, file) => `/static/${file}?v=${versions[file]}`
+  )
+  writeFileSync(join(out, page), html)
+}
+console.log(`built ${Object.keys(versions).join(', ')} and 2 pages into ${out}`)

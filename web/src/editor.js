@@ -1,0 +1,252 @@
+// The editor page, /d/<name>: CodeMirror 6 on the Y.Text "content", presence,
+// connection status, offline copy in IndexedDB, copy link and downloads.
+import * as Y from 'yjs'
+import { WebsocketProvider } from 'y-websocket'
+import { IndexeddbPersistence } from 'y-indexeddb'
+import { yCollab, yUndoManagerKeymap } from 'y-codemirror.next'
+import { EditorState } from '@codemirror/state'
+import {
+  EditorView, drawSelection, dropCursor, highlightActiveLine, highlightActiveLineGutter,
+  highlightSpecialChars, keymap, lineNumbers, placeholder
+} from '@codemirror/view'
+import { defaultKeymap } from '@codemirror/commands'
+import { bracketMatching, indentOnInput } from '@codemirror/language'
+import { markdown } from '@codemirror/lang-markdown'
+import { highlightSelectionMatches, searchKeymap } from '@codemirror/search'
+
+import {
+  PALETTE, api, apiUrl, editorHref, h, initials, lighten, loadUser, saveUser, toast, token
+} from './common.js'
+import { Reconnector } from './connection.js'
+import { theme } from './theme.js'
+
+const $ = (id) => document.getElementById(id)
+
+const docName = (() => {
+  const raw = window.location.pathname.replace(/^\/d\//, '')
+  try { return decodeURIComponent(raw) } catch (_) { return raw }
+})()
+document.title = `${docName} · collab`
+$('doc-name').textContent = docName
+$('doc-name').title = docName
+
+// ---- the shared document, its server connection and its offline copy ----
+
+const ydoc = new Y.Doc()
+const ytext = ydoc.getText('content')
+const wsScheme = window.location.protocol === 'https:' ? 'wss' : 'ws'
+const provider = new WebsocketProvider(
+  `${wsScheme}://${window.location.host}/ws`,
+  encodeURIComponent(docName), // the provider appends the room name to the URL as is
+  ydoc,
+  { connect: false, params: token ? { token } : {} }
+)
+const offlineCopy = new IndexeddbPersistence(`collab:${docName}`, ydoc)
+const awareness = provider.awareness
+
+// ---- who I am ----
+
+let me = loadUser()
+const publishMe = () =>
+  awareness.setLocalStateField('user', { name: me.name, color: me.color, colorLight: lighten(me.color) })
+publishMe()
+
+// ---- the editor ----
+
+const undoManager = new Y.UndoManager(ytext) // yCollab tracks only this page's own edits
+const view = new EditorView({
+  parent: $('editor'),
+  state: EditorState.create({
+    doc: ytext.toString(),
+    extensions: [
+      lineNumbers(),
+      highlightActiveLineGutter(),
+      highlightSpecialChars(),
+      drawSelection(),
+      dropCursor(),
+      indentOnInput(),
+      bracketMatching(),
+      highlightActiveLine(),
+      highlightSelectionMatches(),
+      EditorView.lineWrapping,
+      markdown(),
+      keymap.of([...yUndoManagerKeymap, ...searchKeymap, ...defaultKeymap]),
+      yCollab(ytext, awareness, { undoManager }),
+      theme,
+      placeholder('Start writing… (Markdown works)'),
+      EditorView.contentAttributes.of({ 'aria-label': `Text of ${docName}` })
+    ]
+  })
+})
+
+// ---- connection status ----
+
+const statusEl = $('status')
+const statusText = $('status-text')
+const banner = $('banner')
+let retryAt = 0
+
+const describe = (state) => {
+  switch (state.status) {
+    case 'online': return ['Online', 'Connected: edits are shared live']
+    case 'connecting': return ['Connecting…', 'Connecting to the server']
+    case 'refused': return ['Disconnected', state.message]
+    default: {
+      const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000))
+      const when = provider.ws ? 'reconnecting…' : seconds > 0 ? `retrying in ${seconds}s` : 'reconnecting…'
+      return [`Offline · ${when}`, 'Offline: your edits are kept in this browser and merge when the connection is back']
+    }
+  }
+}
+
+const renderStatus = (state) => {
+  retryAt = state.retryAt || 0
+  const [text, title] = describe(state)
+  statusEl.dataset.status = state.status
+  statusText.textContent = text
+  statusEl.title = title
+  banner.hidden = state.status !== 'refused'
+  if (state.status === 'refused') $('banner-text').textContent = state.message
+  if (state.code === 4404) offlineCopy.clearData() // never resurrect a deleted document
+}
+
+const reconnector = new Reconnector(provider, {
+  onChange: renderStatus,
+  probe: () => api(apiUrl(docName, '/text'))
+})
+setInterval(() => {
+  if (reconnector.state.status === 'offline') renderStatus(reconnector.state)
+}, 1000)
+$('banner-retry').addEventListener('click', () => reconnector.retry())
+$('status-retry').addEventListener('click', () => reconnector.connectNow())
+
+// ---- presence ----
+
+const presenceEl = $('presence')
+const avatar = (user, extra = '') =>
+  h('span', { class: `avatar ${extra}`, style: `--user: ${user.color}`, 'aria-hidden': 'true' }, initials(user.name))
+
+const renderPresence = () => {
+  const people = []
+  awareness.getStates().forEach((state, clientID) => {
+    const user = state && state.user
+    if (!user) return
+    people.push({
+      clientID,
+      name: String(user.name || 'Anonymous').slice(0, 40),
+      color: /^#[0-9a-f]{3,8}$/i.test(user.color) ? user.color : '#7c6f64', // remote input: no CSS injection
+      self: clientID === ydoc.clientID
+    })
+  })
+  people.sort((a, b) => (b.self - a.self) || a.name.localeCompare(b.name))
+  presenceEl.replaceChildren(...people.map((p) =>
+    h('li', { class: 'person', style: `--user: ${p.color}`, 'data-client': String(p.clientID), title: p.self ? `${p.name} (you)` : p.name },
+      avatar(p),
+      h('span', { class: 'person-name' }, p.name, p.self ? h('span', { class: 'you' }, ' (you)') : null))
+  ))
+  $('presence-count').textContent = people.length === 1 ? 'Only you' : `${people.length} here`
+  presenceEl.setAttribute('aria-label', `People here: ${people.map((p) => p.name).join(', ')}`)
+}
+awareness.on('change', renderPresence)
+renderPresence()
+
+// ---- my name and colour ----
+
+const meButton = $('me-button')
+const mePanel = $('me-panel')
+const nameInput = $('me-name')
+const colorInput = $('me-color')
+
+const renderMe = () => {
+  meButton.replaceChildren(avatar(me), h('span', { class: 'me-label' }, me.name))
+  meButton.setAttribute('aria-label', `Your name and colour: ${me.name}`)
+  nameInput.value = me.name
+  colorInput.value = me.color
+  for (const swatch of $('me-swatches').children) {
+    swatch.setAttribute('aria-pressed', String(swatch.dataset.color === me.color))
+  }
+}
+const updateMe = (changes) => {
+  me = { ...me, ...changes }
+  saveUser(me)
+  publishMe()
+  renderMe()
+}
+$('me-swatches').replaceChildren(...PALETTE.map((color) =>
+  h('button', {
+    type: 'button',
+    class: 'swatch',
+    style: `--user: ${color}`,
+    'data-color': color,
+    'aria-label': `Colour ${color}`,
+    onclick: () => updateMe({ color })
+  })
+))
+const togglePanel = (open) => {
+  mePanel.hidden = !open
+  meButton.setAttribute('aria-expanded', String(open))
+  if (open) nameInput.select()
+}
+meButton.addEventListener('click', () => togglePanel(mePanel.hidden))
+nameInput.addEventListener('input', () => {
+  const name = nameInput.value.trim().slice(0, 40)
+  if (name) updateMe({ name })
+})
+colorInput.addEventListener('input', () => updateMe({ color: colorInput.value.toLowerCase() }))
+mePanel.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape' || (event.key === 'Enter' && event.target === nameInput)) {
+    event.preventDefault()
+    togglePanel(false)
+    meButton.focus()
+  }
+})
+document.addEventListener('click', (event) => {
+  if (!mePanel.hidden && !mePanel.contains(event.target) && !meButton.contains(event.target)) {
+    togglePanel(false)
+  }
+})
+renderMe()
+
+// ---- sharing and export ----
+
+const copyText = async (text) => {
+  try {
+    await navigator.clipboard.writeText(text)
+  } catch (_) {
+    // no Clipboard API (plain http on another host): the old way
+    const field = h('textarea', { style: 'position: fixed; opacity: 0' }, text)
+    document.body.append(field)
+    field.select()
+    document.execCommand('copy')
+    field.remove()
+  }
+}
+$('copy-link').addEventListener('click', async () => {
+  // The link never carries the access token: each person uses their own.
+  await copyText(window.location.origin + editorHref(docName, false))
+  toast('Link copied')
+})
+
+const fileStem = docName.replace(/\.(md|markdown|txt)$/i, '').replace(/[\\/:*?"<>|\p{Cc}]+/gu, '_') || 'document'
+const download = (ext) => {
+  const type = ext === 'md' ? 'text/markdown' : 'text/plain'
+  const url = URL.createObjectURL(new Blob([ytext.toString()], { type: `${type};charset=utf-8` }))
+  const link = h('a', { href: url, download: `${fileStem}.${ext}`, hidden: true })
+  document.body.append(link)
+  link.click()
+  link.remove()
+  setTimeout(() => URL.revokeObjectURL(url), 10000)
+  $('download-menu').open = false
+}
+$('download-txt').addEventListener('click', () => download('txt'))
+$('download-md').addEventListener('click', () => download('md'))
+
+$('home-link').href = `/${token ? `?token=${encodeURIComponent(token)}` : ''}`
+
+// ---- go ----
+
+reconnector.connectNow()
+view.focus()
+
+// For tests and debugging in the console.
+window.collab = { ydoc, ytext, provider, awareness, view, undoManager, reconnector, offlineCopy }
