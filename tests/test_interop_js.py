@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import pytest
 
+from collab import Config
 from tests.jsclient import JsPeer, JsPeers, wait_until
 from tests.test_interop_python import random_edits, state_vector
 from tests.yclient import YClient
@@ -97,6 +98,7 @@ async def test_awareness_removed_when_socket_cut(server_url):
 
         a.kill()  # the OS closes the TCP connection: no WebSocket close frame
         killed = time.monotonic()
+        assert await asyncio.wait_for(a.proc.wait(), 5) == -9
 
         async def removed() -> bool:
             for peer in (b, c):
@@ -154,7 +156,7 @@ async def test_js_and_python_clients_converge(server_url, ws_url, http_server_cl
         py = await YClient(ws_url(name)).connect()
         js_result, py_during = await asyncio.gather(
             peer.request("edit", seed=11, ops=OPS, label="j", timeout=30),
-            random_edits(py, seed=12, ops=OPS, label="p"),
+            random_edits(py, seed=12, ops=OPS, label="p", pace=0.002),  # as slow as node
         )
         assert js_result["remoteDuring"] > 0 and py_during > 0, "edits did not interleave"
 
@@ -220,3 +222,91 @@ async def test_name_spellings_map_to_one_document(server_url, http_server_client
             f"/api/docs/{quote(segment, safe='%')}/text", raise_error=False
         )
         assert response.code == 400, (segment, response.code)
+
+
+class _FreezableProxy:
+    """A loopback TCP relay that can go silent without closing anything.
+
+    Once frozen it forwards nothing in either direction but keeps both sockets
+    open: to the server, the peer behind it is a half-open connection that only
+    keep-alive pings can detect (no FIN, no close frame).
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.frozen = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._pipes: list[asyncio.Task[None]] = []
+
+    async def start(self) -> _FreezableProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+        self._pipes += [
+            asyncio.ensure_future(self._pipe(reader, up_writer)),
+            asyncio.ensure_future(self._pipe(up_reader, writer)),
+        ]
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1 << 16):
+            if not self.frozen:  # frozen: swallow, so neither side sees backpressure
+                writer.write(data)
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for pipe in self._pipes:
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        await self._server.wait_closed()
+
+
+class TestKeepAlive:
+    """A peer that goes silent (half-open TCP) is dropped by keep-alive pings."""
+
+    PING = 1.0  # interval and timeout, seconds
+    CLOSE_GRACE = 5.0  # Tornado waits this long for the close handshake, then aborts
+
+    @pytest.fixture
+    def config(self, tmp_path) -> Config:
+        return Config(
+            data_dir=str(tmp_path / "data"),
+            ping_interval=self.PING,
+            ping_timeout=self.PING,
+        )
+
+    async def test_silent_peer_awareness_removed(self, server_url, port):
+        proxy = await _FreezableProxy(port).start()
+        try:
+            async with JsPeers() as js:
+                ghost = await js.peer(f"ws://127.0.0.1:{proxy.port}/ws", "keepalive", "ghost")
+                watcher = await js.peer(server_url, "keepalive", "watcher")
+                await ghost.request("awareness", state={"user": "ghost"})
+
+                async def seen() -> bool:
+                    present = (await watcher.state())["awareness"]
+                    return present.get(str(ghost.client_id)) == {"user": "ghost"}
+
+                await wait_until(seen, 5)
+                proxy.frozen = True  # no FIN, no close frame, no pongs
+                frozen = time.monotonic()
+
+                async def removed() -> bool:
+                    present = (await watcher.state())["awareness"]
+                    assert str(ghost.client_id) not in present, present
+                    return True
+
+                bound = 2 * self.PING + self.CLOSE_GRACE + 2.0
+                await wait_until(removed, bound)
+                elapsed = time.monotonic() - frozen
+                assert elapsed >= self.PING  # it took keep-alive, not a socket close
+        finally:
+            await proxy.close()

@@ -18,11 +18,15 @@ from tests.yclient import YClient, eventually
 OPS = 300
 
 
-async def random_edits(client: YClient, seed: int, ops: int, label: str) -> int:
+async def random_edits(client: YClient, seed: int, ops: int, label: str, pace: float = 0.0) -> int:
     """Seeded random inserts/deletes on ``client.text``, each sent as it happens.
 
     Mirrors ``tests/js/peer.mjs`` ``edit``: a fifth of the inserts go to
     position 0, where every client collides.
+
+    Args:
+        pace: seconds to pause after each edit (0: just yield), to keep pace
+            with slower clients so the edits overlap in time.
 
     Returns:
         how many frames the client received while it was editing (more than
@@ -45,7 +49,7 @@ async def random_edits(client: YClient, seed: int, ops: int, label: str) -> int:
         else:
             text.insert(rnd.randint(0, length), word)
         # Not a wait: yield to the loop so other clients' updates land between edits.
-        await asyncio.sleep(0)
+        await asyncio.sleep(pace)
     return len(client.received) - received
 
 

@@ -78,7 +78,9 @@ async function edit ({ seed, ops, label }) {
       text.insert(Math.floor(rnd() * (len + 1)), word)
     }
     // Yield to the event loop so remote updates land between local edits.
-    await tick(rnd() < 0.5 ? 0 : 1)
+    // At least 1 ms a step, so three peers' 300 edits overlap in time even
+    // when their processes start editing a few hundred ms apart.
+    await tick(rnd() < 0.5 ? 1 : 3)
   }
   return { ops, remoteDuring: remoteUpdates - before }
 }
