@@ -6,6 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STATIC := collab/static
+HOST ?= 127.0.0.1
+PORT ?= 8888
+DATA_DIR ?= ./data
 
 .PHONY: install install-test web run test bench lint clean
 
@@ -42,7 +45,7 @@ web: $(STATIC)/.built
 install-test: install $(VENV)/.installed-test tests/js/node_modules/.package-lock.json
 
 run: install
-	$(PY) -m collab serve --host 127.0.0.1 --port 8888 --data-dir ./data
+	$(PY) -m collab serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -82,7 +82,9 @@ def disk_usage(root: Path) -> int:
 @pytest.mark.parametrize(
     "config", [{"compact_bytes": 32 * 1024, "rate_messages": 0}], indirect=True
 )
-async def test_twenty_thousand_updates_keep_disk_use_bounded(config, hub, ws_url, http_client, port):
+async def test_twenty_thousand_updates_keep_disk_use_bounded(
+    config, hub, ws_url, http_client, port
+):
     root = Path(config.data_dir)
     client = await YClient(ws_url("big")).connect()
     peak = 0
@@ -139,9 +141,7 @@ async def test_reconnect_within_the_idle_timeout_keeps_the_document_loaded(hub, 
     await second.close()
 
 
-async def test_concurrent_first_connections_load_once_and_all_get_the_state(
-    hub, store, ws_url
-):
+async def test_concurrent_first_connections_load_once_and_all_get_the_state(hub, store, ws_url):
     seed = FileStore(store.root).open_log("shared", 0)
     seed.append(_update_inserting("already here"))
     seed.close()
