@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -64,19 +65,27 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def open_editor(browser: Any, server: ServerProcess) -> Iterator[Callable[..., Any]]:
-    """``open_editor(name, user)``: a page in a new browser context (its own storage)."""
+    """``open_editor(name, user)``: a page in a new browser context (its own storage).
+
+    On teardown, checks that no page asked anything of another origin.
+    """
     contexts: list[Any] = []
+    requested: list[str] = []
 
     def open_(name: str, user: dict[str, str], context: Any = None) -> Any:
         if context is None:
             context = browser.new_context(viewport={"width": 1180, "height": 640})
             context.set_default_timeout(TIMEOUT_MS)
+            saved = json.dumps(json.dumps(user))  # kept across reloads, like a real profile
+            key = "'collab.user'"
             context.add_init_script(
-                f"localStorage.setItem('collab.user', {json.dumps(json.dumps(user))})"
+                f"localStorage.getItem({key}) || localStorage.setItem({key}, {saved})"
             )
+            context.on("request", lambda request: requested.append(request.url))
             contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda exc: pytest.fail(f"page error: {exc}"))
+        page.on("websocket", lambda ws: requested.append(ws.url))
         page.goto(f"{server.url}/d/{quote(name, safe='')}")
         expect(page.locator("#status")).to_have_attribute("data-status", "online")
         return page
@@ -84,6 +93,9 @@ def open_editor(browser: Any, server: ServerProcess) -> Iterator[Callable[..., A
     yield open_
     for context in contexts:
         context.close()
+    local = (f"{server.url}/", f"ws://127.0.0.1:{server.port}/ws/", "data:", "blob:")
+    assert [url for url in requested if not url.startswith(local)] == []
+    assert requested
 
 
 def editor_text(page: Any) -> str:
@@ -151,6 +163,18 @@ def test_concurrent_typing_converges(
     wait_text(bob, expected)
     wait_until(lambda: rest_text(server, name) == expected)
 
+    with alice.expect_download() as info:
+        alice.get_by_label("Download", exact=True).click()
+        alice.get_by_role("button", name="Markdown (.md)").click()
+    assert info.value.suggested_filename == "concurrent notes_ünïcode ✓.md"
+    assert Path(info.value.path()).read_text() == expected
+
+    alice.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+    alice.get_by_role("button", name="Copy link to this document").click()
+    expect(alice.locator("#toast")).to_have_text("Link copied")
+    link = alice.evaluate("navigator.clipboard.readText()")
+    assert link == f"{server.url}/d/{quote(name, safe='')}"
+
 
 def test_presence_and_remote_carets(open_editor: Callable[..., Any], server: ServerProcess) -> None:
     name = "launch checklist"
@@ -179,6 +203,16 @@ def test_presence_and_remote_carets(open_editor: Callable[..., Any], server: Ser
     alice.emulate_media(color_scheme="dark")
     alice.screenshot(path=str(ARTIFACTS / "editor-two-users-dark.png"), animations="disabled")
 
+    # Bob renames himself: Alice's view follows, and Bob's browser remembers it.
+    bob.get_by_role("button", name=re.compile("Your name and colour")).click()
+    bob.get_by_label("Your name, as others see it").fill("Robert")
+    bob.keyboard.press("Enter")
+    expect(alice.locator(".cm-ySelectionInfo", has_text="Robert")).to_be_visible()
+    expect(alice.locator("#presence .person", has_text="Robert")).to_have_count(1)
+    expect(alice.locator("#presence .person", has_text=BOB["name"])).to_have_count(0)
+    bob.reload()
+    expect(bob.locator("#me-button")).to_have_text(re.compile("Robert"))
+
 
 def test_server_restart_keeps_offline_edits(
     open_editor: Callable[..., Any], server: ServerProcess
@@ -203,6 +237,43 @@ def test_server_restart_keeps_offline_edits(
         expect(page.locator("#status")).to_have_attribute("data-status", "online")
         wait_text(page, expected)
     wait_until(lambda: rest_text(server, name) == expected)
+
+
+# Resolves once every IndexedDB write queued before it has committed: a read-only
+# transaction waits for earlier read-write transactions on the same store.
+IDB_FLUSHED = """name => new Promise((resolve, reject) => {
+  const open = indexedDB.open(name)
+  open.onerror = () => reject(open.error)
+  open.onsuccess = () => {
+    const tx = open.result.transaction(['updates'], 'readonly')
+    tx.objectStore('updates').count()
+    tx.oncomplete = () => { open.result.close(); resolve(true) }
+    tx.onerror = () => reject(tx.error)
+  }
+})"""
+
+
+def test_offline_edits_survive_closing_the_tab(
+    open_editor: Callable[..., Any], server: ServerProcess
+) -> None:
+    name = "closed while offline"
+    put_text(server, name, "Typed online.")
+    alice = open_editor(name, ALICE)
+    wait_text(alice, "Typed online.")
+
+    server.stop()
+    expect(alice.locator("#status")).to_have_attribute("data-status", "offline")
+    go_to(alice, 0)
+    alice.keyboard.type(" Typed offline.")
+    assert alice.evaluate(IDB_FLUSHED, f"collab:{name}")
+    context = alice.context
+    alice.close()
+    server.start()
+    assert rest_text(server, name) == "Typed online."  # only the browser has the edit
+
+    again = open_editor(name, ALICE, context)  # same browser profile: same IndexedDB
+    wait_text(again, "Typed online. Typed offline.")
+    wait_until(lambda: rest_text(server, name) == "Typed online. Typed offline.")
 
 
 def test_reload_keeps_content_and_undo_is_local(

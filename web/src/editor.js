@@ -3,7 +3,7 @@
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import { IndexeddbPersistence } from 'y-indexeddb'
-import { yCollab, yUndoManagerKeymap } from 'y-codemirror.next'
+import { yCollab, yRemoteSelections, yUndoManagerKeymap } from 'y-codemirror.next'
 import { EditorState } from '@codemirror/state'
 import {
   EditorView, drawSelection, dropCursor, highlightActiveLine, highlightActiveLineGutter,
@@ -17,6 +17,7 @@ import { highlightSelectionMatches, searchKeymap } from '@codemirror/search'
 import {
   PALETTE, api, apiUrl, editorHref, h, initials, lighten, loadUser, saveUser, toast, token
 } from './common.js'
+import { remoteCarets, safeColor, safeName } from './carets.js'
 import { Reconnector } from './connection.js'
 import { theme } from './theme.js'
 
@@ -71,7 +72,9 @@ const view = new EditorView({
       EditorView.lineWrapping,
       markdown(),
       keymap.of([...yUndoManagerKeymap, ...searchKeymap, ...defaultKeymap]),
-      yCollab(ytext, awareness, { undoManager }),
+      // yCollab: sync with the Y.Text, undo/redo of own edits; carets: our own plugin
+      yCollab(ytext, awareness, { undoManager }).filter((ext) => ext !== yRemoteSelections),
+      remoteCarets,
       theme,
       placeholder('Start writing… (Markdown works)'),
       EditorView.contentAttributes.of({ 'aria-label': `Text of ${docName}` })
@@ -133,8 +136,8 @@ const renderPresence = () => {
     if (!user) return
     people.push({
       clientID,
-      name: String(user.name || 'Anonymous').slice(0, 40),
-      color: /^#[0-9a-f]{3,8}$/i.test(user.color) ? user.color : '#7c6f64', // remote input: no CSS injection
+      name: safeName(user.name),
+      color: safeColor(user.color), // remote input: no CSS injection
       self: clientID === ydoc.clientID
     })
   })
