@@ -50,7 +50,11 @@ run: install
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install-test $(VENV)/.installed-bench
+tests/bench/node_modules/.package-lock.json: tests/bench/package.json tests/bench/package-lock.json
+	cd tests/bench && npm ci --no-audit --no-fund
+
+# BENCH_ARGS: --quick (short run), --json PATH, --scenarios fanout,..., --peers collab,...
+bench: install-test $(VENV)/.installed-bench tests/bench/node_modules/.package-lock.json
 	$(PY) tests/bench/run.py $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-test

@@ -1,0 +1,632 @@
+// The load generator of `make bench`: lean y-websocket clients on `ws`, updates pre-encoded with `yjs`.
+//
+// Usage: node gen.mjs SPEC.json. The orchestrator (run.py) pins this process to its own core and
+// reads stdout: `MARK <label>` lines ask it to sample server and generator CPU/RSS right now, and the
+// last line, `RESULT <json>`, holds the figures. Every wait is bounded; the process exits by itself.
+//
+// Latency: each inserted string carries its update's sequence number (`~S<seq>;`), which stays
+// readable in the Yjs update bytes whatever server re-encodes or merges them, so every receipt at
+// every subscriber is matched to its send time; deliveries never seen are counted as lost.
+
+import fs from 'node:fs'
+import zlib from 'node:zlib'
+import { performance } from 'node:perf_hooks'
+import WebSocket from 'ws'
+import * as Y from 'yjs'
+
+const now = () => performance.now()
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+const mark = (label) => process.stdout.write(`MARK ${label}\n`)
+const spec = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'))
+
+// -- wire format (y-protocols) ------------------------------------------------------------
+
+function varuint (n, out) {
+  while (n > 0x7f) {
+    out.push(0x80 | (n & 0x7f))
+    n = Math.floor(n / 128)
+  }
+  out.push(n)
+}
+
+function message (head, payload) {
+  const prefix = [...head]
+  varuint(payload.length, prefix)
+  const buf = Buffer.allocUnsafe(prefix.length + payload.length)
+  buf.set(prefix, 0)
+  buf.set(payload, prefix.length)
+  return buf
+}
+
+const SYNC_STEP1 = 0
+const SYNC_STEP2 = 1
+const SYNC_UPDATE = 2
+const step1Empty = message([0, SYNC_STEP1], Uint8Array.of(0))
+const step2Empty = message([0, SYNC_STEP2], Uint8Array.of(0, 0))
+const updateMessage = (update) => message([0, SYNC_UPDATE], update)
+
+function awarenessMessage (clientId, clock, state) {
+  const payload = [1]
+  varuint(clientId, payload)
+  varuint(clock, payload)
+  const json = Buffer.from(JSON.stringify(state))
+  varuint(json.length, payload)
+  return message([1], Buffer.concat([Buffer.from(payload), json]))
+}
+
+// Sequence numbers found in an update: every `~S<digits>;` in its bytes.
+function* seqsIn (buf) {
+  for (let i = 2; i < buf.length - 2; i++) {
+    if (buf[i] !== 0x7e || buf[i + 1] !== 0x53) continue
+    let n = 0
+    let j = i + 2
+    while (j < buf.length && buf[j] >= 0x30 && buf[j] <= 0x39) n = n * 10 + buf[j++] - 0x30
+    if (j < buf.length && buf[j] === 0x3b && j > i + 2) yield n
+    i = j
+  }
+}
+
+// -- clients ----------------------------------------------------------------------------------
+
+/**
+ * Open one connection; resolves once synced (CRDT servers: our step 1 answered with step 2) or
+ * open (the relay, which has no document), rejects on error or timeout.
+ */
+function connect (url, { crdt, timeout = 30000, onUpdate = null, onOther = null }) {
+  return new Promise((resolve, reject) => {
+    const client = { ws: null, t0: now(), tOpen: 0, tSynced: 0, step2Bytes: 0, index: -1 }
+    let settled = false
+    const finish = (err) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      if (err) {
+        try { ws.terminate() } catch {}
+        reject(err)
+      } else {
+        resolve(client)
+      }
+    }
+    const timer = setTimeout(() => finish(new Error('timeout')), timeout)
+    const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: timeout })
+    client.ws = ws
+    ws.binaryType = 'nodebuffer'
+    ws.on('open', () => {
+      client.tOpen = now()
+      if (crdt) ws.send(step1Empty)
+      else finish()
+    })
+    ws.on('message', (data) => {
+      if (data[0] === 0 && data[1] === SYNC_UPDATE) {
+        if (onUpdate) onUpdate(client, data)
+      } else if (data[0] === 0 && data[1] === SYNC_STEP1) {
+        ws.send(step2Empty) // what a real provider does: send what the server lacks (nothing)
+      } else if (data[0] === 0 && data[1] === SYNC_STEP2) {
+        client.tSynced = now()
+        client.step2Bytes = data.length
+        finish()
+      } else if (onOther) {
+        onOther(client, data)
+      }
+    })
+    ws.on('error', (err) => finish(err))
+    ws.on('close', () => finish(new Error('closed')))
+  })
+}
+
+/**
+ * Connect `urls` with at most `concurrency` handshakes in flight; failures are counted. Unless
+ * `herd`, the first client of each room connects before the others of that room: pycrdt-websocket
+ * never answers clients that join a room while it is starting (the burst step measures that).
+ */
+async function connectAll (urls, opts, concurrency = 100, herd = false) {
+  const clients = new Array(urls.length)
+  const seen = new Set()
+  const first = []
+  const rest = []
+  urls.forEach((url, i) => {
+    if (herd || !seen.has(url)) first.push(i)
+    else rest.push(i)
+    seen.add(url)
+  })
+  let failed = 0
+  let firstError = null
+  const run = async (order) => {
+    let next = 0
+    const worker = async () => {
+      while (next < order.length) {
+        const i = order[next++]
+        try {
+          clients[i] = await connect(urls[i], opts)
+          clients[i].index = i
+        } catch (err) {
+          failed++
+          firstError ??= String(err.message || err)
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(concurrency, order.length) }, worker))
+  }
+  await run(first)
+  await run(rest)
+  return { clients, failed, firstError }
+}
+
+function closeAll (clients) {
+  for (const c of clients) {
+    if (c && c.ws.readyState <= 1) c.ws.terminate()
+  }
+}
+
+// -- figures ----------------------------------------------------------------------------------
+
+function percentile (sorted, p) {
+  if (!sorted.length) return null
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]
+}
+
+function summary (values) {
+  const sorted = Float64Array.from(values).sort()
+  return {
+    n: sorted.length,
+    p50: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    max: sorted.length ? sorted[sorted.length - 1] : null
+  }
+}
+
+// -- pre-encoded updates with sequence numbers ----------------------------------------------------
+
+/** `count` updates by one writer, each appending `~S<seq>;` (seq = base + i). */
+function writerUpdates (count, base, clientID) {
+  const doc = new Y.Doc()
+  doc.clientID = clientID
+  const text = doc.getText('content')
+  const out = []
+  doc.on('update', (u) => out.push(updateMessage(u)))
+  for (let i = 0; i < count; i++) text.insert(text.length, `~S${base + i};`)
+  doc.destroy()
+  return out
+}
+
+/**
+ * Delivery bookkeeping for `total` updates: send times, owners (a client never counts its own
+ * echo) and how many receipts each update got.
+ */
+class Tracker {
+  constructor (total, receiversPer) {
+    this.sent = new Float64Array(total).fill(-1)
+    this.owner = new Int32Array(total).fill(-1)
+    this.got = new Uint16Array(total)
+    this.receiversPer = receiversPer
+    this.latencies = []
+    this.lastReceipt = 0
+    this.delivered = 0
+  }
+
+  onUpdate = (client, data) => {
+    const t = now()
+    for (const seq of seqsIn(data)) {
+      if (seq >= this.sent.length || this.sent[seq] < 0 || this.owner[seq] === client.index) continue
+      this.got[seq]++
+      this.delivered++
+      this.latencies.push(t - this.sent[seq])
+      this.lastReceipt = t
+    }
+  }
+
+  expected (sentCount) {
+    return sentCount * this.receiversPer
+  }
+
+  complete (sentCount) {
+    return this.delivered >= this.expected(sentCount)
+  }
+
+  report (sentCount) {
+    let lost = 0
+    let duplicated = 0
+    for (let i = 0; i < this.sent.length; i++) {
+      if (this.sent[i] < 0) continue
+      lost += Math.max(0, this.receiversPer - this.got[i])
+      duplicated += Math.max(0, this.got[i] - this.receiversPer)
+    }
+    return {
+      sent: sentCount,
+      expected: this.expected(sentCount),
+      delivered: this.delivered,
+      lost,
+      duplicated,
+      latency_ms: summary(this.latencies)
+    }
+  }
+}
+
+/**
+ * Send `updates[w]` from `writers[w]` at `rate` updates/s in total (round robin), then wait up
+ * to `drainMs` for every delivery. Returns the send window and the receipts.
+ */
+async function paced (writers, updates, tracker, rate, drainMs) {
+  const perWriter = updates[0].length
+  const total = perWriter * writers.length
+  const start = now()
+  let sent = 0
+  while (sent < total) {
+    const due = Math.min(total, Math.floor(((now() - start) / 1000) * rate) + 1)
+    while (sent < due) {
+      const w = sent % writers.length
+      const i = Math.floor(sent / writers.length)
+      const frame = updates[w][i]
+      const seq = w * perWriter + i
+      tracker.sent[seq] = now()
+      writers[w].ws.send(frame)
+      sent++
+    }
+    await sleep(1)
+  }
+  const sendEnd = now()
+  const deadline = sendEnd + drainMs
+  while (!tracker.complete(total) && now() < deadline) await sleep(2)
+  return { total, start, sendEnd, sendSeconds: (sendEnd - start) / 1000 }
+}
+
+// -- scenarios -----------------------------------------------------------------------------
+
+const roomUrl = (room) => `${spec.base}/ws/${room}`
+const crdt = spec.crdt
+
+/** One room: `writers` writing, `subs` only listening; or many rooms of `perRoom` writers. */
+async function trafficStep ({ label, rooms, writersPerRoom, subsPerRoom, rate, seconds, drainMs }) {
+  const nWriters = rooms * writersPerRoom
+  const perWriter = Math.max(1, Math.round((rate * seconds) / nWriters))
+  const updates = Array.from({ length: nWriters }, (_, w) =>
+    writerUpdates(perWriter, w * perWriter, 1000 + w)
+  )
+  // Each update reaches the room's other writers and its subscribers.
+  const receiversPer = writersPerRoom - 1 + subsPerRoom
+  const tracker = new Tracker(nWriters * perWriter, receiversPer)
+  const tag = `${label}-${process.pid}-${Date.now() % 1e6}`
+  const roomOf = (r) => roomUrl(`${tag}-r${r}`)
+  const writerUrls = Array.from({ length: nWriters }, (_, w) => roomOf(Math.floor(w / writersPerRoom)))
+  const subUrls = []
+  for (let r = 0; r < rooms; r++) for (let s = 0; s < subsPerRoom; s++) subUrls.push(roomOf(r))
+  const opts = { crdt, timeout: 60000, onUpdate: tracker.onUpdate }
+  const t0 = now()
+  const subs = await connectAll(subUrls, opts)
+  const writers = await connectAll(writerUrls, opts)
+  // Writer w owns sequence numbers [w * perWriter, (w + 1) * perWriter): its index says so.
+  writers.clients.forEach((c, w) => { if (c) c.index = -2 - w })
+  for (let w = 0; w < nWriters; w++) tracker.owner.fill(-2 - w, w * perWriter, (w + 1) * perWriter)
+  const connectSeconds = (now() - t0) / 1000
+  const out = { label, rate, seconds, rooms, writers_per_room: writersPerRoom, subs_per_room: subsPerRoom }
+  out.connect_s = connectSeconds
+  out.connect_failed = subs.failed + writers.failed
+  out.connect_error = subs.firstError || writers.firstError
+  if (out.connect_failed) {
+    closeAll([...subs.clients, ...writers.clients])
+    return { ...out, ok: false, error: `connect failed: ${out.connect_failed} (${out.connect_error})` }
+  }
+  await sleep(200)
+  mark(`${label}:start`)
+  const run = await paced(writers.clients, updates, tracker, rate, drainMs)
+  mark(`${label}:end`)
+  const end = now()
+  closeAll([...subs.clients, ...writers.clients])
+  const rep = tracker.report(run.total)
+  return {
+    ...out,
+    ...rep,
+    send_s: run.sendSeconds,
+    window_s: (end - run.start) / 1000,
+    achieved_rate: run.total / run.sendSeconds,
+    ok: true
+  }
+}
+
+async function fanout () {
+  const steps = []
+  for (const subs of spec.subs) {
+    steps.push(await trafficStep({
+      label: `fanout-${subs}`,
+      rooms: 1,
+      writersPerRoom: 1,
+      subsPerRoom: subs,
+      rate: spec.rate,
+      seconds: spec.seconds,
+      drainMs: spec.drain_ms
+    }))
+    await sleep(300)
+  }
+  return { steps }
+}
+
+/** Step the rate up until p99 > limit or anything is lost; then bisect between pass and fail. */
+async function throughput () {
+  const steps = []
+  const { rooms, writers_per_room: wpr, subs_per_room: spr } = spec.layout
+  const deadline = now() + spec.budget_s * 1000
+  const passes = (s) => s.ok && s.lost === 0 && s.latency_ms.p99 !== null &&
+    s.latency_ms.p99 <= spec.p99_limit_ms && s.achieved_rate >= 0.95 * s.rate
+  let rate = spec.start_rate
+  let best = null
+  let fail = null
+  for (let i = 0; i < spec.max_steps && now() < deadline; i++) {
+    const step = await trafficStep({
+      label: `${spec.label}-${i}`,
+      rooms,
+      writersPerRoom: wpr,
+      subsPerRoom: spr,
+      rate,
+      seconds: spec.seconds,
+      drainMs: spec.drain_ms
+    })
+    step.pass = passes(step)
+    steps.push(step)
+    if (step.pass) best = rate
+    else fail = rate
+    if (fail === null) rate *= 2
+    else if (best === null) {
+      if (rate <= spec.min_rate) break
+      rate = Math.max(spec.min_rate, Math.round(rate / 2))
+    } else if (fail / best > 1.2) rate = Math.round(Math.sqrt(best * fail))
+    else break
+    await sleep(500)
+  }
+  return { steps, best_rate: best, failed_rate: fail }
+}
+
+/** Idle connections over many rooms: handshake+sync time; RSS sampled by the orchestrator. */
+async function connections () {
+  const steps = []
+  for (const n of spec.counts) {
+    const tag = `conn${n}-${process.pid}`
+    const urls = Array.from({ length: n }, (_, i) => roomUrl(`${tag}-r${i % Math.ceil(n / spec.per_room)}`))
+    await sleep(500)
+    mark(`conn-${n}:before`)
+    const t0 = now()
+    const res = await connectAll(urls, { crdt, timeout: 60000 }, spec.concurrency)
+    const total = (now() - t0) / 1000
+    const ok = res.clients.filter(Boolean)
+    await sleep(spec.settle_ms)
+    mark(`conn-${n}:after`)
+    steps.push({
+      label: `conn-${n}`,
+      n,
+      rooms: Math.ceil(n / spec.per_room),
+      failed: res.failed,
+      error: res.firstError,
+      total_s: total,
+      handshake_sync_ms: summary(ok.map((c) => (crdt ? c.tSynced : c.tOpen) - c.t0))
+    })
+    closeAll(ok)
+    await sleep(1000)
+  }
+  // Regression guard: many clients join one brand-new room at the same instant.
+  const n = spec.burst
+  const urls = Array.from({ length: n }, () => roomUrl(`burst-${process.pid}`))
+  const t0 = now()
+  const res = await connectAll(urls, { crdt, timeout: spec.burst_timeout_ms }, n, true)
+  const ok = res.clients.filter(Boolean)
+  steps.push({
+    label: `burst-${n}`,
+    n,
+    failed: res.failed,
+    error: res.firstError,
+    total_s: (now() - t0) / 1000,
+    handshake_sync_ms: summary(ok.map((c) => (crdt ? c.tSynced : c.tOpen) - c.t0))
+  })
+  closeAll(ok)
+  return { steps }
+}
+
+// -- the large document ----------------------------------------------------------------------
+
+function readPrefixed (buf) {
+  const out = []
+  let pos = 0
+  while (pos < buf.length) {
+    const len = buf.readUInt32LE(pos)
+    out.push(buf.subarray(pos + 4, pos + 4 + len))
+    pos += 4 + len
+  }
+  return out
+}
+
+/** Seeded synthetic typing (inserts with some backspaces) when the real trace is missing. */
+function syntheticTrace (ops, seed) {
+  let s = seed >>> 0
+  const rand = () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32)
+  const patches = []
+  let len = 0
+  let cursor = 0
+  for (let i = 0; i < ops; i++) {
+    if (rand() < 0.02) cursor = Math.floor(rand() * (len + 1))
+    if (len > 0 && cursor > 0 && rand() < 0.3) {
+      patches.push([--cursor, 1, ''])
+      len--
+    } else {
+      patches.push([cursor++, 0, String.fromCharCode(97 + Math.floor(rand() * 26))])
+      len++
+    }
+  }
+  return { startContent: '', endContent: null, txns: [{ patches }] }
+}
+
+/** Replay the trace into a Y.Doc; write every keystroke's update and the final state. */
+function build () {
+  let trace
+  let source
+  if (spec.trace && fs.existsSync(spec.trace)) {
+    trace = JSON.parse(zlib.gunzipSync(fs.readFileSync(spec.trace)).toString())
+    source = spec.trace
+  } else {
+    trace = syntheticTrace(spec.synthetic_ops, 42)
+    source = `synthetic (${spec.synthetic_ops} ops, seed 42)`
+  }
+  const doc = new Y.Doc()
+  doc.clientID = 4242
+  const text = doc.getText('content')
+  const chunks = []
+  doc.on('update', (u) => {
+    const head = Buffer.allocUnsafe(4)
+    head.writeUInt32LE(u.length)
+    chunks.push(head, Buffer.from(u))
+  })
+  if (trace.startContent) text.insert(0, trace.startContent)
+  let ops = 0
+  for (const txn of trace.txns) {
+    for (const [pos, del, ins] of txn.patches) {
+      doc.transact(() => {
+        if (del) text.delete(pos, del)
+        if (ins) text.insert(pos, ins)
+      })
+      ops++
+    }
+  }
+  if (trace.endContent !== null && text.toString() !== trace.endContent) {
+    throw new Error('replayed trace does not match endContent')
+  }
+  fs.writeFileSync(spec.updates_out, Buffer.concat(chunks))
+  const state = Y.encodeStateAsUpdate(doc)
+  fs.writeFileSync(spec.doc_out, state)
+  return { source, ops, text_chars: text.length, doc_bytes: state.length }
+}
+
+/** Wait for the step 2 that answers a full step 1 (the sender's own sync round trip). */
+async function upload (url, state) {
+  const writer = await connect(url, { crdt, timeout: 60000 })
+  writer.ws.send(updateMessage(state))
+  // A second step 1 is answered only after the update before it was applied.
+  const stateVector = Y.encodeStateVectorFromUpdate(state)
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('upload timeout')), 60000)
+    writer.ws.on('message', (data) => {
+      if (data[0] === 0 && data[1] === SYNC_STEP2) {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+    writer.ws.send(message([0, SYNC_STEP1], stateVector))
+  })
+  return writer
+}
+
+async function freshSyncs (url, count) {
+  const times = []
+  let bytes = 0
+  for (let i = 0; i < count; i++) {
+    const c = await connect(url, { crdt, timeout: 60000 })
+    times.push(c.tSynced - c.t0)
+    bytes = c.step2Bytes
+    c.ws.terminate()
+    await sleep(100)
+  }
+  return { ms: summary(times), step2_bytes: bytes }
+}
+
+/** Keystrokes at full speed, windows of `window` updates each closed by an awareness barrier. */
+async function replay (url, updates) {
+  const received = { barrier: -1, at: [] }
+  const sub = await connect(url, {
+    crdt,
+    timeout: 60000,
+    onOther: (_c, data) => {
+      if (data[0] !== 1) return
+      const m = /"w":(\d+)/.exec(data.toString('latin1'))
+      if (m) {
+        const k = Number(m[1])
+        if (k > received.barrier) {
+          received.barrier = k
+          received.at[k] = now()
+        }
+      }
+    }
+  })
+  const writer = await connect(url, { crdt, timeout: 60000 })
+  const frames = updates.map(updateMessage)
+  const windowSize = spec.window
+  const deadline = now() + spec.replay_seconds * 1000
+  mark('replay:start')
+  const start = now()
+  let windows = 0
+  for (let k = 0; k * windowSize < frames.length; k++) {
+    for (const frame of frames.slice(k * windowSize, (k + 1) * windowSize)) writer.ws.send(frame)
+    writer.ws.send(awarenessMessage(777, k + 1, { w: k }))
+    windows = k + 1
+    // At most two windows in flight.
+    while (received.barrier < k - 1 && now() < deadline + 30000) await sleep(1)
+    if (now() > deadline) break
+  }
+  const waitEnd = now() + 30000
+  while (received.barrier < windows - 1 && now() < waitEnd) await sleep(1)
+  mark('replay:end')
+  const done = received.barrier + 1
+  const keys = Math.min(frames.length, done * windowSize)
+  const elapsed = done > 0 ? (received.at[done - 1] - start) / 1000 : null
+  sub.ws.terminate()
+  writer.ws.terminate()
+  return {
+    keys,
+    of: frames.length,
+    seconds: elapsed,
+    keys_per_s: elapsed ? keys / elapsed : null,
+    complete: keys === frames.length
+  }
+}
+
+async function largedoc () {
+  const updates = readPrefixed(fs.readFileSync(spec.updates))
+  if (!crdt) {
+    // The relay holds no document: only the keystroke replay applies.
+    return { replay: await replay(roomUrl(`replay-${process.pid}`), updates) }
+  }
+  const state = fs.readFileSync(spec.doc)
+  const url = roomUrl(`paper-${process.pid}`)
+  const t0 = now()
+  const writer = await upload(url, state)
+  const uploadSeconds = (now() - t0) / 1000
+  const fresh = await freshSyncs(url, spec.syncs)
+  await sleep(500)
+  mark('largedoc:loaded')
+  writer.ws.terminate()
+  const rep = await replay(roomUrl(`replay-${process.pid}`), updates)
+  return { upload_s: uploadSeconds, doc_bytes: state.length, fresh, replay: rep, room: url.split('/ws/')[1] }
+}
+
+/** Upload only (to prepare a data dir), or the cold sync of a freshly started server. */
+async function prepare () {
+  const state = fs.readFileSync(spec.doc)
+  const writer = await upload(roomUrl(spec.room), state)
+  writer.ws.terminate()
+  return { doc_bytes: state.length }
+}
+
+async function coldsync () {
+  const c = await connect(roomUrl(spec.room), { crdt, timeout: 60000 })
+  c.ws.terminate()
+  return { ms: c.tSynced - c.t0, step2_bytes: c.step2Bytes }
+}
+
+const scenarios = { fanout, throughput, connections, largedoc, build, prepare, coldsync }
+
+async function main () {
+  const started = process.cpuUsage()
+  const result = await scenarios[spec.scenario]()
+  const cpu = process.cpuUsage(started)
+  result.generator_cpu_s = (cpu.user + cpu.system) / 1e6
+  process.stdout.write(`RESULT ${JSON.stringify(result)}\n`)
+}
+
+const guard = setTimeout(() => {
+  process.stderr.write(`gen: ${spec.scenario} exceeded ${spec.limit_s}s\n`)
+  process.exit(3)
+}, (spec.limit_s ?? 600) * 1000)
+guard.unref()
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    process.stderr.write(`gen: ${err.stack || err}\n`)
+    process.exit(2)
+  }
+)
