@@ -184,6 +184,8 @@ def test_presence_and_remote_carets(open_editor: Callable[..., Any], server: Ser
     alice.keyboard.type(" Thanks!")
     go_to(bob, 5)
     bob.keyboard.type(" Bob?")
+    for _ in range(3):
+        bob.keyboard.press("Control+Shift+ArrowLeft")  # a selection, drawn in Bob's colour
 
     for page, other in ((alice, BOB), (bob, ALICE)):
         caret = page.locator(".cm-ySelectionInfo", has_text=other["name"])
@@ -404,3 +406,25 @@ def test_token_from_the_page_url(browser: Any, tmp_path: Any) -> None:
     finally:
         context.close()
         server.stop()
+
+
+def test_reconnect_delays_grow_with_jitter() -> None:
+    node = shutil.which("node")
+    require(node is not None, "node is not installed")
+    script = (
+        "import { backoffDelay } from './web/src/connection.js';"
+        "const rows = [];"
+        "for (let a = 0; a < 9; a++) rows.push(Array.from({ length: 200 }, () => backoffDelay(a)));"
+        "console.log(JSON.stringify(rows))"
+    )
+    out = subprocess.run(
+        [str(node), "--input-type=module", "-e", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for attempt, delays in enumerate(json.loads(out.stdout)):
+        cap = min(10_000, 400 * 2**attempt)
+        assert cap / 2 <= min(delays) and max(delays) <= cap, (attempt, min(delays), max(delays))
+        assert len(set(delays)) > 50, "the same delay for every client: no jitter"

@@ -17,6 +17,21 @@ export const backoffDelay = (attempt, { base = 400, max = 10000, random = Math.r
   return Math.round(cap / 2 + random() * (cap / 2))
 }
 
+/**
+ * Ask the server for the awareness states every `ms` while connected.
+ *
+ * y-websocket drops a connection on which nothing arrived for 30 s. A server
+ * that does not echo a client's own awareness back to it (collab relays only to
+ * the others) sends nothing to someone alone in a document, so without this the
+ * page would go offline and back every 30 s. The answer is small (who is here).
+ */
+export const keepAlive = (provider, ms = 10000) => setInterval(() => {
+  const ws = provider.ws
+  if (provider.wsconnected && ws && ws.readyState === WebSocket.OPEN) ws.send(QUERY_AWARENESS)
+}, ms)
+
+const QUERY_AWARENESS = Uint8Array.of(3) // y-protocols message type 3, no payload
+
 /** Upgrades refused while the server's HTTP side answers before we give up. */
 const MAX_REFUSED_UPGRADES = 4
 

@@ -15,10 +15,10 @@ import { markdown } from '@codemirror/lang-markdown'
 import { highlightSelectionMatches, searchKeymap } from '@codemirror/search'
 
 import {
-  PALETTE, api, apiUrl, editorHref, h, initials, lighten, loadUser, saveUser, toast, token
+  PALETTE, api, apiUrl, editorHref, h, initials, lighten, loadUser, saveUser, toast, token, tokenQuery
 } from './common.js'
 import { remoteCarets, safeColor, safeName } from './carets.js'
-import { Reconnector } from './connection.js'
+import { Reconnector, keepAlive } from './connection.js'
 import { theme } from './theme.js'
 
 const $ = (id) => document.getElementById(id)
@@ -89,24 +89,26 @@ const statusText = $('status-text')
 const banner = $('banner')
 let retryAt = 0
 
+/** [status word (announced), detail (not announced: it counts down), tooltip] */
 const describe = (state) => {
   switch (state.status) {
-    case 'online': return ['Online', 'Connected: edits are shared live']
-    case 'connecting': return ['Connecting…', 'Connecting to the server']
-    case 'refused': return ['Disconnected', state.message]
+    case 'online': return ['Online', '', 'Connected: edits are shared live']
+    case 'connecting': return ['Connecting…', '', 'Connecting to the server']
+    case 'refused': return ['Disconnected', '', state.message]
     default: {
-      const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000))
-      const when = provider.ws ? 'reconnecting…' : seconds > 0 ? `retrying in ${seconds}s` : 'reconnecting…'
-      return [`Offline · ${when}`, 'Offline: your edits are kept in this browser and merge when the connection is back']
+      const seconds = Math.ceil((retryAt - Date.now()) / 1000)
+      const detail = provider.ws || seconds <= 0 ? 'reconnecting…' : `retrying in ${seconds}s`
+      return ['Offline', `· ${detail}`, 'Offline: your edits are kept in this browser and merge when the connection is back']
     }
   }
 }
 
 const renderStatus = (state) => {
   retryAt = state.retryAt || 0
-  const [text, title] = describe(state)
+  const [text, detail, title] = describe(state)
   statusEl.dataset.status = state.status
-  statusText.textContent = text
+  if (statusText.textContent !== text) statusText.textContent = text
+  $('status-detail').textContent = detail
   statusEl.title = title
   banner.hidden = state.status !== 'refused'
   if (state.status === 'refused') $('banner-text').textContent = state.message
@@ -120,6 +122,7 @@ const reconnector = new Reconnector(provider, {
 setInterval(() => {
   if (reconnector.state.status === 'offline') renderStatus(reconnector.state)
 }, 1000)
+keepAlive(provider)
 $('banner-retry').addEventListener('click', () => reconnector.retry())
 $('status-retry').addEventListener('click', () => reconnector.connectNow())
 
@@ -231,6 +234,7 @@ $('copy-link').addEventListener('click', async () => {
 })
 
 const fileStem = docName.replace(/\.(md|markdown|txt)$/i, '').replace(/[\\/:*?"<>|\p{Cc}]+/gu, '_') || 'document'
+const downloadMenu = $('download-menu')
 const download = (ext) => {
   const type = ext === 'md' ? 'text/markdown' : 'text/plain'
   const url = URL.createObjectURL(new Blob([ytext.toString()], { type: `${type};charset=utf-8` }))
@@ -239,12 +243,21 @@ const download = (ext) => {
   link.click()
   link.remove()
   setTimeout(() => URL.revokeObjectURL(url), 10000)
-  $('download-menu').open = false
+  downloadMenu.open = false
 }
+downloadMenu.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape' && downloadMenu.open) {
+    downloadMenu.open = false
+    downloadMenu.querySelector('summary').focus()
+  }
+})
+document.addEventListener('click', (event) => {
+  if (downloadMenu.open && !downloadMenu.contains(event.target)) downloadMenu.open = false
+})
 $('download-txt').addEventListener('click', () => download('txt'))
 $('download-md').addEventListener('click', () => download('md'))
 
-$('home-link').href = `/${token ? `?token=${encodeURIComponent(token)}` : ''}`
+$('home-link').href = `/${tokenQuery}`
 
 // ---- go ----
 
