@@ -1,14 +1,22 @@
 """Who may open which document, and whether they may write.
 
-Rule: pure; no tornado, no asyncio. ``now`` is passed in. An ``Authorize``
-callable (the embedding hook) gets the request and the document name and
-returns a ``Permission`` or raises ``Unauthorized``/``Forbidden``;
-``JwtAuthorizer`` is the implementation behind ``--jwt-secret``.
+Rule: pure; no tornado, no asyncio. An ``Authorize`` callable (the embedding
+hook) gets the request and the document name and returns a ``Permission``, or
+an awaitable of one, or raises ``Unauthorized`` (401 / close 4401) or
+``Forbidden`` (403 / close 4403). It runs before any WebSocket upgrade and
+before any HTTP API request body is read. ``JwtAuthorizer`` is the
+implementation behind ``--jwt-secret``.
+
+The document list (``GET /api/docs``) calls it with ``name=""`` (raise
+``Unauthorized`` to refuse the caller) and then once per document, showing
+only those it grants.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -18,16 +26,33 @@ import jwt
 
 from .errors import Forbidden, Unauthorized
 
-__all__ = ["Authorize", "JwtAuthorizer", "Permission", "Request", "allow_all"]
+__all__ = [
+    "MIN_SECRET_BYTES",
+    "Authorize",
+    "JwtAuthorizer",
+    "Permission",
+    "Request",
+    "allow_all",
+    "redact",
+    "token_of",
+]
+
+MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key is at least as long as the hash
 
 
 @dataclass(frozen=True)
 class Permission:
-    """What one connection may do."""
+    """What one connection may do.
+
+    Attributes:
+        user: who, for logs and presence (``sub``); None if anonymous.
+        writable: False for read-only: updates are dropped, awareness flows.
+        expires: Unix time at which an open connection is closed (4401).
+    """
 
     user: str | None = None
     writable: bool = True
-    expires: float | None = None  # Unix time; the connection is closed then
+    expires: float | None = None
 
 
 class Request(Protocol):
@@ -38,26 +63,51 @@ class Request(Protocol):
 
 
 Authorize = Callable[[Any, str], "Permission | Awaitable[Permission]"]
+"""``authorize(request, name)``: the permission, or raise ``Unauthorized``/``Forbidden``."""
 
 
 def allow_all(request: Any, name: str) -> Permission:
-    """Everyone may read and write every document (the default on loopback)."""
+    """Everyone may read and write every document (the default without a secret)."""
     return Permission()
 
 
 def token_of(request: Request) -> str | None:
-    """The token from ``Authorization: Bearer`` or ``?token=``, if any."""
+    """The token from ``Authorization: Bearer`` or else ``?token=``, if any."""
     header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
     values = request.query_arguments.get("token")
     return values[-1].decode("utf-8", "replace") if values else None
 
 
+_TOKEN_RE = re.compile(r"(?i)([?&]token=)[^&#]*")
+
+
+def redact(uri: str) -> str:
+    """``uri`` with any ``token=`` query value hidden, for logs."""
+    return _TOKEN_RE.sub(r"\1***", uri)
+
+
 class JwtAuthorizer:
-    """Check an HS256 JWT with claims ``exp`` (required), ``sub``, ``docs``, ``mode``."""
+    """Check an HS256 JWT (claims below) and grant what it says.
+
+    Claims: ``exp`` (required, Unix time), ``sub`` (who), ``docs`` (a list of
+    ``fnmatch`` glob patterns over document names, where ``*`` also matches
+    ``/``; absent means every document), ``mode`` (``"rw"``, the default, or
+    ``"ro"``). ``nbf`` and ``iat`` are checked when present; a token with an
+    ``aud`` claim is refused (this server has no audience).
+
+    Args:
+        secret: the shared HS256 secret, at least 32 bytes.
+        clock: the time source for ``exp`` (seconds since the epoch).
+
+    Raises:
+        ValueError: the secret is shorter than 32 bytes.
+    """
 
     def __init__(self, secret: str, clock: Callable[[], float] = time.time) -> None:
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"the JWT secret must be at least {MIN_SECRET_BYTES} bytes")
         self.secret = secret
         self.clock = clock
 
@@ -71,28 +121,31 @@ class JwtAuthorizer:
         """Return the permission ``token`` grants on ``name``.
 
         Raises:
-            Unauthorized: bad signature, wrong algorithm, malformed or expired.
-            Forbidden: valid, but not for this document.
+            Unauthorized: bad signature, algorithm other than HS256, malformed
+                claims or expired.
+            Forbidden: valid, but ``docs`` does not match ``name``.
         """
         try:
             claims = jwt.decode(
                 token,
                 self.secret,
-                algorithms=["HS256"],
+                algorithms=["HS256"],  # never "none", never a public-key algorithm
                 options={"require": ["exp"], "verify_exp": False},
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
         expires = claims["exp"]
-        if not isinstance(expires, int | float) or expires <= self.clock():
+        if isinstance(expires, bool) or not isinstance(expires, int | float):
+            raise Unauthorized("invalid token: exp is not a number")
+        if not math.isfinite(expires) or expires <= self.clock():
             raise Unauthorized("token expired")
-        patterns = claims.get("docs", ["*"])
-        if not isinstance(patterns, list) or not any(
-            isinstance(p, str) and fnmatch.fnmatchcase(name, p) for p in patterns
-        ):
-            raise Forbidden("token does not grant this document")
         mode = claims.get("mode", "rw")
         if mode not in ("rw", "ro"):
-            raise Unauthorized("token mode must be 'rw' or 'ro'")
+            raise Unauthorized("invalid token: mode must be 'rw' or 'ro'")
+        patterns = claims.get("docs", ["*"])
+        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+            raise Unauthorized("invalid token: docs must be a list of patterns")
+        if not any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            raise Forbidden("token does not grant this document")
         sub = claims.get("sub")
         return Permission(str(sub) if sub is not None else None, mode == "rw", float(expires))

@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from .auth import MIN_SECRET_BYTES
 from .config import Config
 from .room import Room
 from .store import FileStore, StoreLocked
@@ -35,6 +36,17 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("ping_interval", float, "seconds between keep-alive pings (0 = off)"),
     ("ping_timeout", float, "seconds without a pong before a socket is dropped"),
     ("max_message_bytes", int, "largest accepted WebSocket message (close 1009 above)"),
+    ("rate_messages", float, "messages per second per connection (close 1008 above; 0 = off)"),
+    ("rate_messages_burst", int, "messages a connection may send at once before the rate applies"),
+    ("rate_bytes", float, "bytes per second per connection (close 1008 above; 0 = off)"),
+    ("rate_bytes_burst", int, "bytes a connection may send at once (at least max-message-bytes)"),
+    ("max_connections_per_ip", int, "open WebSockets per client IP (HTTP 429 above; 0 = off)"),
+    ("max_connections_per_doc", int, "open WebSockets per document (close 1008 above; 0 = off)"),
+    ("max_documents", int, "documents loaded at once (close 1013 / HTTP 503 above; 0 = off)"),
+    ("max_pending_bytes", int, "output waiting for a slow reader (merged; close 1013 above)"),
+    ("max_awareness_bytes", int, "largest awareness state of one client (close 1009 above)"),
+    ("max_header_bytes", int, "largest HTTP request head, read before any authentication"),
+    ("header_timeout", float, "seconds a client may take to send its request head"),
     ("jwt_secret", str, "HS256 secret; when set every request needs a JWT"),
     ("log_level", str, "debug | info | warning | error"),
 ]
@@ -60,12 +72,11 @@ def _parser() -> argparse.ArgumentParser:
             default=kind(env) if env is not None else default,
             help=f"{text} (env COLLAB_{option.upper()}, default {default!r})",
         )
-    env_origins = _env("allow_origin")
     serve.add_argument(
         "--allow-origin",
         action="append",
         dest="allow_origins",
-        default=env_origins.split(",") if env_origins else None,
+        default=None,
         help="browser origin allowed to open WebSockets, repeatable; '*' = any "
         "(env COLLAB_ALLOW_ORIGIN, comma-separated; default same origin plus loopback)",
     )
@@ -90,7 +101,12 @@ def _config(args: argparse.Namespace) -> Config:
     values = {option: getattr(args, option) for option, _, _ in _OPTIONS}
     if args.fsync not in ("always", "interval", "never"):
         raise SystemExit(f"collab: --fsync must be always, interval or never, not {args.fsync!r}")
-    values["allow_origins"] = tuple(args.allow_origins or ())
+    origins = args.allow_origins
+    if origins is None:  # the flags win over the variable, as for every option
+        origins = [o.strip() for o in (_env("allow_origin") or "").split(",") if o.strip()]
+    values["allow_origins"] = tuple(origins)
+    if args.jwt_secret is not None and len(args.jwt_secret.encode()) < MIN_SECRET_BYTES:
+        raise SystemExit(f"collab: --jwt-secret must be at least {MIN_SECRET_BYTES} bytes")
     if args.memory:
         values["data_dir"] = None
     return dataclasses.replace(_DEFAULTS, **values)
@@ -102,7 +118,17 @@ async def _serve(config: Config) -> None:
 
     hub = Hub(config)
     app = make_app(config, hub)
-    server = app.listen(config.port, config.host, xheaders=False)
+    server = app.listen(
+        config.port,
+        config.host,
+        xheaders=False,
+        # What a client may make the server hold before it is authenticated:
+        # its request head, for a bounded time. The sync and API handlers read
+        # no body before authorizing; this caps every other handler's.
+        max_header_size=config.max_header_bytes,
+        idle_connection_timeout=config.header_timeout,
+        max_body_size=config.max_message_bytes,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -13,9 +13,10 @@ error                        close   HTTP    situation
 ``UnsupportedData``          1003    --      text frame where binary is required
 ``ProtocolError``            1007    --      undecodable y-protocols message
 ``BadUpdate``                1007    --      Yjs update that the CRDT rejects
-``PolicyViolation``          1008    --      rate limit or connection cap exceeded
-``MessageTooBig``            1009    --      frame over the size limit
+``PolicyViolation``          1008    429     rate limit or connection cap exceeded
+``MessageTooBig``            1009    413     frame or awareness state over its limit
 ``SlowConsumer``             1013    --      outgoing queue over its bound
+``Overloaded``               1013    503     too many documents loaded; try again later
 ``DocumentUnavailable``      1011    503     stored document unreadable; refuses to open
 ``DocumentDeleted``          4404    404     document deleted while connected
 ``ShuttingDown``             1001    503     server stopping
@@ -32,6 +33,7 @@ __all__ = [
     "DocumentUnavailable",
     "Forbidden",
     "MessageTooBig",
+    "Overloaded",
     "PolicyViolation",
     "ProtocolError",
     "ShuttingDown",
@@ -85,6 +87,10 @@ class MessageTooBig(CollabError):
 
 
 class SlowConsumer(CollabError):
+    close_code, http_status = 1013, 503
+
+
+class Overloaded(CollabError):
     close_code, http_status = 1013, 503
 
 

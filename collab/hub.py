@@ -18,7 +18,7 @@ from typing import Protocol
 
 from . import policy
 from .config import Config
-from .errors import DocumentDeleted, ShuttingDown
+from .errors import DocumentDeleted, Overloaded, PolicyViolation, ShuttingDown
 from .metrics import Metrics
 from .room import Room
 from .store import DocInfo, FileStore, Log, MemoryStore, Store
@@ -129,12 +129,31 @@ class Hub:
         while True:
             slot = self.rooms.get(name)
             if slot is None:
+                if await self._at_capacity():
+                    cap = self.config.max_documents
+                    raise Overloaded(f"too many documents open (limit {cap})")
+                if name in self.rooms:
+                    continue  # loaded by someone else while idle ones were unloaded
                 return await self._load(name)
             if slot.unloading is not None:
                 await asyncio.shield(slot.unloading)
                 continue
             await asyncio.shield(slot.ready)
             return slot
+
+    async def _at_capacity(self) -> bool:
+        """True if ``max_documents`` are loaded even after unloading idle ones."""
+        cap = self.config.max_documents
+        if cap <= 0 or len(self.rooms) < cap:
+            return False
+        idle = [
+            slot
+            for slot in self.rooms.values()
+            if not slot.room.peers and slot.unloading is None and slot.ready.done()
+        ]
+        for slot in idle[: len(self.rooms) - cap + 1]:
+            await self._unload(slot)
+        return len(self.rooms) >= cap
 
     async def _load(self, name: str) -> _Slot:
         loop = asyncio.get_running_loop()
@@ -200,9 +219,14 @@ class Hub:
 
         Raises:
             DocumentUnavailable: the stored document cannot be read.
+            Overloaded: ``max_documents`` are loaded and none is idle.
+            PolicyViolation: the document has ``max_connections_per_doc``.
             ShuttingDown: the hub is closing.
         """
         slot = await self._open(name)
+        cap = self.config.max_connections_per_doc
+        if 0 < cap <= len(slot.room.peers):
+            raise PolicyViolation(f"too many connections to this document (limit {cap})")
         if slot.idle_timer is not None:
             slot.idle_timer.cancel()
             slot.idle_timer = None

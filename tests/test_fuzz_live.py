@@ -1,0 +1,159 @@
+"""A live server under a storm of random and mutated frames; honest clients are unharmed.
+
+Sixteen fuzzing connections send at least 10,000 frames that the server
+processes (counted at the hub), reconnecting whenever the server closes them,
+while three honest clients keep typing. Afterwards ``/healthz`` answers, the
+honest clients are still connected and the document holds exactly their text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import pytest
+from pycrdt import Doc, Map
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from tornado.websocket import WebSocketClosedError, websocket_connect
+
+from collab import Config, protocol
+from collab.protocol import AwarenessEntry, AwarenessUpdate, QueryAwareness, SyncStep1, Update
+from tests.yclient import YClient, eventually
+
+FRAMES = 10_000
+FUZZERS = 16
+HONEST_IDS = (1001, 1002, 1003)  # fuzzed client ids are >= 10**9: a byte flip cannot reach these
+
+
+def _fuzz_pool(rng: random.Random) -> list[bytes]:
+    """Valid frames a fuzzer may send or mutate: updates to its own map, and chatter."""
+    frames: list[bytes] = []
+    for _ in range(4):
+        doc: Doc = Doc(client_id=rng.randrange(10**9, 2**32))
+        doc.observe(lambda e: frames.append(protocol.encode(Update(e.update))))
+        junk = doc.get("fuzz", type=Map)
+        for i in range(10):
+            junk[f"k{i % 4}"] = rng.random()
+    frames.append(protocol.encode(SyncStep1(b"\x00")))
+    frames.append(protocol.encode(QueryAwareness()))
+    entry = AwarenessEntry(rng.randrange(10**9, 2**32), 1, '{"user":"fuzz"}')
+    frames.append(protocol.encode(AwarenessUpdate(protocol.encode_awareness([entry]))))
+    return frames
+
+
+def _mutate(rng: random.Random, frame: bytes) -> bytes:
+    data = bytearray(frame)
+    for _ in range(rng.randint(1, 3)):
+        i = rng.randrange(len(data) + 1)
+        match rng.randrange(4):
+            case 0 if i < len(data):
+                data[i] ^= 1 << rng.randrange(8)
+            case 1:
+                del data[i:]
+            case 2:
+                data[i:i] = rng.randbytes(rng.randint(1, 4))
+            case _:
+                data[i : i + 1] = b""
+    return bytes(data)
+
+
+def _frame(rng: random.Random, pool: list[bytes]) -> bytes | str:
+    roll = rng.random()
+    if roll < 0.55:
+        return rng.choice(pool)
+    if roll < 0.82:
+        return _mutate(rng, rng.choice(pool))
+    if roll < 0.94:
+        return rng.randbytes(rng.randint(0, 64))
+    if roll < 0.97:
+        return bytes([0, rng.randrange(3)]) + b"\xff" * rng.randint(1, 9)  # huge lengths
+    return rng.choice(["hello", "\x00\x01", ""])  # text frames
+
+
+@pytest.fixture
+def config(tmp_path) -> Config:
+    return Config(data_dir=str(tmp_path / "data"))
+
+
+async def test_fuzzing_many_connections_leaves_honest_clients_unharmed(ws_url, port, hub) -> None:
+    processed = 0
+    receive = hub.receive
+
+    async def counting_receive(*args, **kwargs):
+        nonlocal processed
+        processed += 1
+        return await receive(*args, **kwargs)
+
+    hub.receive = counting_receive
+    honest = [await YClient(ws_url("fuzz"), client_id=cid).connect() for cid in HONEST_IDS]
+    written: list[str] = []
+    done = asyncio.Event()
+
+    async def type_honestly(client: YClient, who: int) -> None:
+        clock = 0
+        while not done.is_set():
+            word = f"h{who}w{clock} "
+            client.text.insert(len(client.text), word)
+            written.append(word)
+            clock += 1
+            client.set_awareness(HONEST_IDS[who], clock, f'{{"user":{who}}}')
+            await asyncio.sleep(0.05)
+
+    stats = {"connections": 0, "closed": 0, "sent": 0}
+
+    async def fuzz(seed: int) -> None:
+        rng = random.Random(seed)
+        pool = _fuzz_pool(rng)
+        marker = protocol.encode(SyncStep1(b"\x00"))  # answered with a step 2, to us alone
+        while processed < FRAMES:
+            try:
+                ws = await websocket_connect(ws_url("fuzz"))
+            except HTTPClientError:  # e.g. the per-IP cap while closed sockets wind down
+                await asyncio.sleep(0.01)
+                continue
+            stats["connections"] += 1
+            inbox: asyncio.Queue[bytes | str | None] = asyncio.Queue()
+
+            async def pump(ws=ws, inbox=inbox) -> None:  # read everything, as clients must
+                while (message := await ws.read_message()) is not None:
+                    inbox.put_nowait(message)
+                inbox.put_nowait(None)
+
+            reader = asyncio.ensure_future(pump())
+            try:
+                while processed < FRAMES:
+                    for _ in range(4):
+                        frame = _frame(rng, pool)
+                        ws.write_message(frame, binary=isinstance(frame, bytes))
+                        stats["sent"] += 1
+                    ws.write_message(marker, binary=True)
+                    while (reply := await inbox.get()) is not None:  # the server caught up
+                        if isinstance(reply, bytes) and reply[:2] == b"\x00\x01":
+                            break
+                    if reply is None:
+                        stats["closed"] += 1
+                        break
+            except WebSocketClosedError:
+                stats["closed"] += 1
+            finally:
+                ws.close()
+                await reader
+
+    started = time.monotonic()
+    typists = [asyncio.ensure_future(type_honestly(c, i)) for i, c in enumerate(honest)]
+    await asyncio.wait_for(asyncio.gather(*(fuzz(seed) for seed in range(FUZZERS))), 60)
+    done.set()
+    await asyncio.gather(*typists)
+    elapsed = time.monotonic() - started
+
+    assert processed >= FRAMES
+    assert stats["closed"] >= 100, stats  # the server refused plenty, one connection at a time
+    health = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/healthz")
+    assert health.code == 200 and health.body == b"ok"
+    assert all(c.close_code is None and not c.closed.is_set() for c in honest)
+
+    server = hub.rooms["fuzz"].room
+    await eventually(lambda: all(str(c.text) == server.text for c in honest))
+    assert sorted(server.text.split()) == sorted(w.strip() for w in written)
+    print(f"\nfuzz: {processed} frames processed in {elapsed:.1f}s, {stats}")
