@@ -44,13 +44,13 @@ CHROMIUM_ARGS = [
 ]
 
 
-def require(ok: bool, reason: str) -> None:
-    """Skip the test when ``ok`` is false; in CI, fail instead."""
+def require(ok: bool, reason: str, *, module: bool = False) -> None:
+    """Skip the test (or the whole module) when ``ok`` is false; in CI, fail instead."""
     if ok:
         return
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=module)
 
 
 def launch_chromium(playwright: Any) -> Any:

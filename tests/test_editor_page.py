@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,10 @@ import pytest
 
 from .browser import ROOT, ServerProcess, launch_chromium, require, wait_until
 
-sync_api = pytest.importorskip("playwright.sync_api")
+try:
+    from playwright import sync_api
+except ImportError:  # pragma: no cover
+    require(False, "playwright is not installed: pip install -e '.[test]'", module=True)
 expect = sync_api.expect
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -428,3 +432,13 @@ def test_reconnect_delays_grow_with_jitter() -> None:
         cap = min(10_000, 400 * 2**attempt)
         assert cap / 2 <= min(delays) and max(delays) <= cap, (attempt, min(delays), max(delays))
         assert len(set(delays)) > 50, "the same delay for every client: no jitter"
+
+
+def test_pages_are_locked_to_this_server(server: ServerProcess) -> None:
+    with urllib.request.urlopen(f"{server.url}/d/some%20doc") as res:
+        headers = res.headers
+        assert b'<main id="editor"' in res.read()
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Cache-Control"] == "no-cache"
+    assert server.get("/d/bad%00name")[0] == 400

@@ -28,8 +28,8 @@ const renderList = () => {
     return h('tr', { 'data-name': doc.name },
       h('th', { scope: 'row', class: 'doc-cell' },
         h('a', { href: editorHref(doc.name), class: 'doc-link' }, doc.name)),
-      h('td', { class: 'num' }, formatBytes(doc.size)),
-      h('td', {}, h('time', { datetime: doc.modified, title: modified.toLocaleString() }, formatAgo(modified, now))),
+      h('td', { class: 'num col-size' }, formatBytes(doc.size)),
+      h('td', { class: 'col-modified' }, h('time', { datetime: doc.modified, title: modified.toLocaleString() }, formatAgo(modified, now))),
       h('td', {}, doc.clients > 0
         ? h('span', { class: 'live' }, h('span', { class: 'dot', 'aria-hidden': 'true' }),
           doc.clients === 1 ? '1 person' : `${doc.clients} people`)
