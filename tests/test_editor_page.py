@@ -383,8 +383,8 @@ def test_token_from_the_page_url(browser: Any, tmp_path: Any) -> None:
     context = browser.new_context()
     context.set_default_timeout(TIMEOUT_MS)
 
-    def token(docs: list[str]) -> str:
-        claims = {"sub": "alice", "docs": docs, "mode": "rw", "exp": time.time() + 600}
+    def token(docs: list[str], mode: str = "rw") -> str:
+        claims = {"sub": "alice", "docs": docs, "mode": mode, "exp": time.time() + 600}
         return str(jwt.encode(claims, secret, algorithm="HS256"))
 
     try:
@@ -399,6 +399,18 @@ def test_token_from_the_page_url(browser: Any, tmp_path: Any) -> None:
                 == (200, b"Top secret.")
             )
         )
+
+        # The home page lists with the token and hands it on to the editor.
+        page.goto(f"{server.url}/?token={token(['secret*'])}")
+        page.get_by_role("link", name="secret plans").click()
+        expect(page.locator("#status")).to_have_attribute("data-status", "online")
+        assert "token=" in page.url
+
+        page.goto(f"{server.url}/d/secret%20plans?token={token(['*'], 'ro')}")
+        expect(page.locator("#status")).to_have_attribute("data-status", "online")
+        expect(page.locator("#read-only")).to_be_visible()
+        expect(page.locator(".cm-content")).to_have_attribute("contenteditable", "false")
+        wait_text(page, "Top secret.")
 
         for query, message in (
             ("", "not signed in"),

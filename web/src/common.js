@@ -3,6 +3,20 @@
 /** The `?token=` of the page URL (with auth on), or null. */
 export const token = new URLSearchParams(window.location.search).get('token')
 
+/**
+ * The token's claims, read without checking its signature: only to adapt the page
+ * (a read-only token gets a read-only editor); the server enforces them.
+ */
+export const claims = (() => {
+  try {
+    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')
+    const bytes = Uint8Array.from(atob(payload), (c) => c.charCodeAt(0))
+    return JSON.parse(new TextDecoder().decode(bytes)) || {}
+  } catch (_) {
+    return {}
+  }
+})()
+
 /** `?token=...` to append to a same-site link, or ''. */
 export const tokenQuery = token ? `?token=${encodeURIComponent(token)}` : ''
 

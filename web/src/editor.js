@@ -15,7 +15,7 @@ import { markdown } from '@codemirror/lang-markdown'
 import { highlightSelectionMatches, searchKeymap } from '@codemirror/search'
 
 import {
-  PALETTE, api, apiUrl, editorHref, h, initials, lighten, loadUser, saveUser, toast, token, tokenQuery
+  PALETTE, api, apiUrl, claims, editorHref, h, initials, lighten, loadUser, saveUser, toast, token, tokenQuery
 } from './common.js'
 import { remoteCarets, safeColor, safeName } from './carets.js'
 import { Reconnector, keepAlive } from './connection.js'
@@ -54,6 +54,10 @@ publishMe()
 
 // ---- the editor ----
 
+// A read-only token: the server would drop our edits, so do not let anyone type them.
+const readOnly = claims.mode === 'ro'
+$('read-only').hidden = !readOnly
+
 const undoManager = new Y.UndoManager(ytext) // yCollab tracks only this page's own edits
 const view = new EditorView({
   parent: $('editor'),
@@ -77,7 +81,9 @@ const view = new EditorView({
       remoteCarets,
       theme,
       placeholder('Start writing… (Markdown works)'),
-      EditorView.contentAttributes.of({ 'aria-label': `Text of ${docName}` })
+      EditorView.contentAttributes.of({ 'aria-label': `Text of ${docName}` }),
+      EditorState.readOnly.of(readOnly),
+      EditorView.editable.of(!readOnly)
     ]
   })
 })
