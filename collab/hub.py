@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import policy
 from .config import Config
@@ -67,6 +67,12 @@ class _Durability:
                 self._inflight = asyncio.ensure_future(self._sync())
             await asyncio.shield(self._inflight)
 
+    async def retire(self) -> None:
+        """The log is covered by a durable snapshot: release every waiter, stop syncing."""
+        if self._inflight is not None:
+            await asyncio.shield(self._inflight)
+        self.synced = self.written
+
     async def _sync(self) -> None:
         target = self.written
         start = time.perf_counter()
@@ -88,7 +94,7 @@ class _Slot:
     log: Log | None = None
     durability: _Durability | None = None
     seq: int = 0
-    compacting: asyncio.Task[None] | None = None
+    compacting: asyncio.Future[None] | None = None
     unloading: asyncio.Future[None] | None = None
     idle_timer: asyncio.TimerHandle | None = None
     since_snapshot: int = 0
@@ -115,10 +121,19 @@ class Hub:
                 store = MemoryStore()
         self.store = store
         self.metrics = metrics or Metrics()
+        self.metrics.documents = lambda: len(self.rooms)
         self.rooms: dict[str, _Slot] = {}
-        self._syncer: asyncio.Task[None] | None = None
+        self._syncer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
         self._closing = False
         self.clock: Callable[[], float] = time.time
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        """Run ``work`` in the background, keeping a reference until it is done."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- opening and closing documents ----------------------------------------
 
@@ -163,7 +178,7 @@ class Hub:
             stored = await loop.run_in_executor(None, self.store.load, name)
             slot.room.restore(stored.updates)
             slot.seq = stored.seq
-            slot.since_snapshot = len(stored.updates) - 1
+            slot.since_snapshot = stored.records
             slot.log = self.store.open_log(name, slot.seq)
             slot.durability = _Durability(slot.log, self._observe_fsync)
         except BaseException as exc:
@@ -173,7 +188,6 @@ class Hub:
             slot.ready.exception()  # retrieved: the awaiting callers get it
             raise
         slot.ready.set_result(None)
-        self.metrics.documents.set(len(self.rooms))
         self._start_syncer()
         return slot
 
@@ -182,7 +196,7 @@ class Hub:
             slot.idle_timer.cancel()
         loop = asyncio.get_running_loop()
         slot.idle_timer = loop.call_later(
-            self.config.idle_timeout, lambda: asyncio.ensure_future(self._unload(slot))
+            self.config.idle_timeout, lambda: self._spawn(self._unload(slot))
         )
 
     async def _unload(self, slot: _Slot) -> None:
@@ -209,7 +223,6 @@ class Hub:
         if slot.log is not None:
             slot.log.close()
         slot.room.close()
-        self.metrics.documents.set(len(self.rooms))
         log.debug("unloaded %r", slot.name)
 
     # -- connections ------------------------------------------------------------
@@ -232,7 +245,7 @@ class Hub:
             slot.idle_timer = None
         for frame in slot.room.join(conn):
             conn.send(frame)
-        self.metrics.connections.inc()
+        self.metrics.connections += 1
         return slot.room
 
     async def receive(self, conn: Connection, room: Room, data: bytes, writable: bool) -> None:
@@ -244,10 +257,10 @@ class Hub:
         slot = self.rooms.get(room.name)
         if slot is None or slot.room is not room:
             raise DocumentDeleted("document was deleted")
-        self.metrics.bytes_in.inc(len(data))
+        self.metrics.bytes_in += len(data)
         effects = room.receive(conn, data, writable=writable)
         if effects.update is not None:
-            self.metrics.updates_in.inc()
+            self.metrics.updates_in += 1
             await self._persist(slot, effects.update)
         if effects.reply:
             if self.config.fsync == "always" and slot.durability and slot.durability.dirty:
@@ -262,7 +275,7 @@ class Hub:
         if conn not in room.peers:
             return
         effects = room.leave(conn)
-        self.metrics.connections.dec()
+        self.metrics.connections -= 1
         if slot is None or slot.room is not room:
             return
         self._relay(slot, effects.relay, exclude=conn)
@@ -274,9 +287,9 @@ class Hub:
         for frame in frames:
             for peer in peers:
                 peer.send(frame)  # type: ignore[attr-defined]
-            self.metrics.bytes_out.inc(len(frame) * len(peers))
+            self.metrics.bytes_out += len(frame) * len(peers)
         if frames and peers:
-            self.metrics.updates_out.inc(len(peers) * len(frames))
+            self.metrics.updates_out += len(peers) * len(frames)
 
     # -- persistence ------------------------------------------------------------
 
@@ -288,7 +301,7 @@ class Hub:
         slot.since_snapshot += 1
         compact = policy.should_compact(slot.log.size, self.config.compact_bytes)
         if compact and slot.compacting is None:
-            slot.compacting = asyncio.ensure_future(self._compact(slot, force=False))
+            slot.compacting = self._spawn(self._compact(slot, force=False))
         if self.config.fsync == "always":
             await durability.wait()
 
@@ -310,9 +323,10 @@ class Hub:
             slot.compacting = None
 
     async def _write_snapshot(self, slot: _Slot) -> None:
+        assert slot.log is not None and slot.durability is not None
         loop = asyncio.get_running_loop()
         state = slot.room.doc.get_update()
-        old_log, old_durability = slot.log, slot.durability
+        old_log, old = slot.log, slot.durability
         slot.seq += 1
         slot.log = self.store.open_log(slot.name, slot.seq)
         slot.durability = _Durability(slot.log, self._observe_fsync)
@@ -321,28 +335,34 @@ class Hub:
         try:
             await loop.run_in_executor(None, self.store.save_snapshot, slot.name, state, slot.seq)
         except Exception:
-            slot.since_snapshot = 1  # both logs stay and replay; try again later
+            slot.since_snapshot = 1  # both logs stay on disk and replay; try again later
+            await old.wait()  # the old log still is the only durable copy of its updates
             raise
         finally:
             self.metrics.persist_seconds.labels("snapshot").observe(time.perf_counter() - start)
-            if old_durability is not None and old_durability._inflight is not None:
-                await asyncio.shield(old_durability._inflight)
-        if old_log is not None:
+            await old.retire()
             old_log.close()
 
     def _start_syncer(self) -> None:
-        if self.config.fsync == "interval" and self._syncer is None:
-            self._syncer = asyncio.ensure_future(self._sync_periodically())
+        """With ``fsync="interval"``, fsync every dirty log once per interval."""
+        if self.config.fsync == "interval" and self._syncer is None and not self._closing:
+            loop = asyncio.get_running_loop()
+            self._syncer = loop.call_later(self.config.fsync_interval, self._sync_dirty)
 
-    async def _sync_periodically(self) -> None:
-        while not self._closing:
-            await asyncio.sleep(self.config.fsync_interval)
-            for slot in list(self.rooms.values()):
-                if slot.durability is not None and slot.durability.dirty:
-                    try:
-                        await slot.durability.wait()
-                    except Exception:
-                        log.exception("fsync of %r failed", slot.name)
+    def _sync_dirty(self) -> None:
+        self._syncer = None
+        for slot in list(self.rooms.values()):
+            if slot.durability is not None and slot.durability.dirty:
+                self._spawn(self._sync_logged(slot.durability, slot.name))
+        if self.rooms:
+            self._start_syncer()
+
+    @staticmethod
+    async def _sync_logged(durability: _Durability, name: str) -> None:
+        try:
+            await durability.wait()
+        except Exception:
+            log.exception("fsync of %r failed", name)
 
     # -- documents as a whole (HTTP API) ----------------------------------------
 

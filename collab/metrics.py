@@ -1,43 +1,63 @@
-"""Prometheus metrics of one server (each ``Metrics`` has its own registry)."""
+"""Prometheus metrics of one server (each ``Metrics`` has its own registry).
+
+The per-message counters are plain integers that the hub bumps on the hot path;
+they are turned into Prometheus samples only when ``/metrics`` is scraped.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
+
+_COUNTERS = {
+    "updates_in": "Document updates applied from clients",
+    "updates_out": "Document update and awareness frames sent to clients",
+    "bytes_in": "Bytes received from clients",
+    "bytes_out": "Bytes sent to clients",
+}
 
 
 class Metrics:
     """The counters a collab server exports at ``/metrics``."""
 
     def __init__(self) -> None:
+        self.updates_in = 0
+        self.updates_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.connections = 0
+        self.documents: Callable[[], int] = lambda: 0
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.connections = Gauge("collab_connections", "Open WebSocket connections", registry=r)
-        self.documents = Gauge("collab_documents_loaded", "Documents in memory", registry=r)
-        self.updates_in = Counter(
-            "collab_updates_in", "Document updates applied from clients", registry=r
-        )
-        self.updates_out = Counter(
-            "collab_updates_out", "Document update frames sent to clients", registry=r
-        )
-        self.bytes_in = Counter("collab_bytes_in", "Bytes received from clients", registry=r)
-        self.bytes_out = Counter("collab_bytes_out", "Bytes sent to clients", registry=r)
         self.persist_seconds = Histogram(
             "collab_persist_seconds",
             "Time to make updates durable (fsync) or write a snapshot",
             ["operation"],
-            registry=r,
+            registry=self.registry,
         )
         self.errors = Counter(
-            "collab_connection_errors", "Connections closed for an error", ["code"], registry=r
+            "collab_connection_errors",
+            "Connections closed for an error, by close code",
+            ["code"],
+            registry=self.registry,
         )
+        self.registry.register(_Sampler(self))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Sampler(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        yield GaugeMetricFamily("collab_connections", "Open WebSocket connections", m.connections)
+        yield GaugeMetricFamily("collab_documents_loaded", "Documents in memory", m.documents())
+        for name, text in _COUNTERS.items():
+            yield CounterMetricFamily(f"collab_{name}", text, getattr(m, name))
