@@ -211,13 +211,17 @@ def test_presence_and_remote_carets(open_editor: Callable[..., Any], server: Ser
 
     # Bob renames himself: Alice's view follows, and Bob's browser remembers it.
     bob.get_by_role("button", name=re.compile("Your name and colour")).click()
-    bob.get_by_label("Your name, as others see it").fill("Robert")
-    bob.keyboard.press("Enter")
-    expect(alice.locator(".cm-ySelectionInfo", has_text="Robert")).to_be_visible()
-    expect(alice.locator("#presence .person", has_text="Robert")).to_have_count(1)
+    expect(bob.get_by_label("Your name, as others see it")).to_be_focused()
+    bob.keyboard.type("Robert the Builder")  # replaces the selected old name
+    bob.get_by_role("button", name="Green").click()
+    bob.keyboard.press("Escape")
+    expect(bob.locator("#me-panel")).to_be_hidden()
+    expect(alice.locator(".cm-ySelectionInfo", has_text="Robert the Builder")).to_be_visible()
+    robert = alice.locator("#presence .person", has_text="Robert the Builder")
+    expect(robert).to_have_attribute("style", re.compile("#30a46c"))
     expect(alice.locator("#presence .person", has_text=BOB["name"])).to_have_count(0)
     bob.reload()
-    expect(bob.locator("#me-button")).to_have_text(re.compile("Robert"))
+    expect(bob.locator("#me-button")).to_have_text(re.compile("Robert the Builder"))
 
 
 def test_server_restart_keeps_offline_edits(

@@ -52,10 +52,19 @@ export const nameProblem = (name) => {
 
 // ---- identity: a name and a colour, random at first, kept in localStorage ----
 
-export const PALETTE = [
-  '#e5484d', '#f76b15', '#d6a100', '#30a46c', '#12a594',
-  '#0090ff', '#3e63dd', '#8e4ec6', '#d6409f', '#7c6f64'
-]
+export const COLOR_NAMES = {
+  '#e5484d': 'Red',
+  '#f76b15': 'Orange',
+  '#d6a100': 'Yellow',
+  '#30a46c': 'Green',
+  '#12a594': 'Teal',
+  '#0090ff': 'Blue',
+  '#3e63dd': 'Indigo',
+  '#8e4ec6': 'Purple',
+  '#d6409f': 'Pink',
+  '#7c6f64': 'Brown'
+}
+export const PALETTE = Object.keys(COLOR_NAMES)
 const ADJECTIVES = ['Brave', 'Calm', 'Clever', 'Curious', 'Eager', 'Gentle', 'Happy', 'Jolly',
   'Keen', 'Lively', 'Lucky', 'Merry', 'Nimble', 'Quiet', 'Swift', 'Witty']
 const ANIMALS = ['Badger', 'Crane', 'Dolphin', 'Falcon', 'Fox', 'Hedgehog', 'Heron', 'Koala',

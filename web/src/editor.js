@@ -15,7 +15,7 @@ import { markdown } from '@codemirror/lang-markdown'
 import { highlightSelectionMatches, searchKeymap } from '@codemirror/search'
 
 import {
-  PALETTE, api, apiUrl, claims, editorHref, h, initials, lighten, loadUser, saveUser, toast, token, tokenQuery
+  COLOR_NAMES, PALETTE, api, apiUrl, claims, editorHref, h, initials, lighten, loadUser, saveUser, toast, token, tokenQuery
 } from './common.js'
 import { remoteCarets, safeColor, safeName } from './carets.js'
 import { Reconnector, keepAlive } from './connection.js'
@@ -151,6 +151,9 @@ const renderPresence = () => {
     })
   })
   people.sort((a, b) => (b.self - a.self) || a.name.localeCompare(b.name))
+  const key = JSON.stringify(people)
+  if (key === renderPresence.last) return // a caret moved: nothing to redraw here
+  renderPresence.last = key
   presenceEl.replaceChildren(...people.map((p) =>
     h('li', { class: 'person', style: `--user: ${p.color}`, 'data-client': String(p.clientID), title: p.self ? `${p.name} (you)` : p.name },
       avatar(p),
@@ -172,7 +175,7 @@ const colorInput = $('me-color')
 const renderMe = () => {
   meButton.replaceChildren(avatar(me), h('span', { class: 'me-label' }, me.name))
   meButton.setAttribute('aria-label', `Your name and colour: ${me.name}`)
-  nameInput.value = me.name
+  if (document.activeElement !== nameInput) nameInput.value = me.name // do not fight the typist
   colorInput.value = me.color
   for (const swatch of $('me-swatches').children) {
     swatch.setAttribute('aria-pressed', String(swatch.dataset.color === me.color))
@@ -190,7 +193,7 @@ $('me-swatches').replaceChildren(...PALETTE.map((color) =>
     class: 'swatch',
     style: `--user: ${color}`,
     'data-color': color,
-    'aria-label': `Colour ${color}`,
+    'aria-label': COLOR_NAMES[color] || color,
     onclick: () => updateMe({ color })
   })
 ))

@@ -21,15 +21,26 @@ $('open-form').addEventListener('submit', (event) => {
 
 let docs = []
 
+let shown = ''
+
 const renderList = () => {
   const now = Date.now()
-  $('docs-body').replaceChildren(...docs.map((doc) => {
+  const ago = docs.map((doc) => formatAgo(new Date(doc.modified), now))
+  const key = JSON.stringify([docs, ago])
+  if (key === shown) return // unchanged: keep the DOM (and the keyboard focus) as it is
+  shown = key
+  // A row may be redrawn under the keyboard focus: put the focus back afterwards.
+  const active = document.activeElement
+  const activeRow = active && active.closest('#docs-body tr')
+  const refocus = activeRow && { name: activeRow.dataset.name, tag: active.tagName }
+
+  $('docs-body').replaceChildren(...docs.map((doc, i) => {
     const modified = new Date(doc.modified)
     return h('tr', { 'data-name': doc.name },
       h('th', { scope: 'row', class: 'doc-cell' },
         h('a', { href: editorHref(doc.name), class: 'doc-link' }, doc.name)),
       h('td', { class: 'num col-size' }, formatBytes(doc.size)),
-      h('td', { class: 'col-modified' }, h('time', { datetime: doc.modified, title: modified.toLocaleString() }, formatAgo(modified, now))),
+      h('td', { class: 'col-modified' }, h('time', { datetime: doc.modified, title: modified.toLocaleString() }, ago[i])),
       h('td', {}, doc.clients > 0
         ? h('span', { class: 'live' }, h('span', { class: 'dot', 'aria-hidden': 'true' }),
           doc.clients === 1 ? '1 person' : `${doc.clients} people`)
@@ -43,6 +54,11 @@ const renderList = () => {
         }, 'Delete'))
     )
   }))
+  if (refocus) {
+    const row = [...$('docs-body').rows].find((tr) => tr.dataset.name === refocus.name)
+    const target = row && row.querySelector(refocus.tag.toLowerCase())
+    if (target) target.focus()
+  }
   $('docs').hidden = docs.length === 0
   $('empty').hidden = docs.length !== 0
   const editing = docs.reduce((sum, doc) => sum + doc.clients, 0)
