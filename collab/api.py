@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import logging
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ import tornado.web
 from . import names
 from .auth import Authorize, Permission, allow_all
 from .errors import CollabError, Forbidden, Unauthorized
-from .handler import TokenSafeLogs
+from .handler import TokenSafeLogs, permit
 from .hub import Hub
 
 __all__ = ["DocHandler", "DocsHandler", "HealthHandler", "MetricsHandler", "TextHandler"]
@@ -54,8 +53,7 @@ class _ApiHandler(TokenSafeLogs):
         return b"".join(self._chunks)
 
     async def _call(self, name: str) -> Permission:
-        result = self.authorize(self.request, name)
-        return await result if inspect.isawaitable(result) else result
+        return await permit(self.authorize, self.request, name)
 
     async def _permit(self, name: str, write: bool = False) -> str:
         """Validate ``name`` and check the caller may read (or write) it."""

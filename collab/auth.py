@@ -15,12 +15,14 @@ only those it grants.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -33,6 +35,7 @@ __all__ = [
     "Permission",
     "Request",
     "allow_all",
+    "origin_allowed",
     "redact",
     "token_of",
 ]
@@ -86,6 +89,30 @@ _TOKEN_RE = re.compile(r"(?i)([?&]token=)[^&#]*")
 def redact(uri: str) -> str:
     """``uri`` with any ``token=`` query value hidden, for logs."""
     return _TOKEN_RE.sub(r"\1***", uri)
+
+
+def origin_allowed(origin: str, host: str | None, allowed: Collection[str]) -> bool:
+    """May a browser page from ``origin`` open a WebSocket on this server?
+
+    Yes for the same origin (its host and port are the request's ``Host``),
+    for any origin on a loopback host, and for ``allowed`` (lower-case, no
+    trailing slash; ``"*"`` allows any). A malformed origin is refused.
+    """
+    try:
+        parts = urlsplit(origin)
+        hostname = parts.hostname or ""
+    except ValueError:
+        return False
+    if "*" in allowed or origin.rstrip("/").lower() in allowed:
+        return True
+    if host is not None and parts.netloc.lower() == host.lower():
+        return True
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
 
 
 class JwtAuthorizer:

@@ -18,19 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import ipaddress
 import logging
 import struct
 import time
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 import tornado.iostream
 import tornado.web
 import tornado.websocket
 
 from . import limits, names, protocol
-from .auth import Authorize, Permission, allow_all, redact
+from .auth import Authorize, Permission, allow_all, origin_allowed, redact
 from .errors import (
     CollabError,
     Forbidden,
@@ -42,7 +40,7 @@ from .errors import (
 from .hub import Hub
 from .room import Room
 
-__all__ = ["TokenSafeLogs", "YjsHandler"]
+__all__ = ["TokenSafeLogs", "YjsHandler", "permit"]
 
 log = logging.getLogger("collab.handler")
 _frame_cache: tuple[bytes, bytes] = (b"", b"")
@@ -65,13 +63,18 @@ def _binary_frame(data: bytes) -> bytes:
     return _frame_cache[1]
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+async def permit(authorize: Authorize, request: Any, name: str) -> Permission:
+    """Run the ``authorize`` hook (sync or async) and check what it returned.
+
+    Raises:
+        CollabError: the hook refused (``Unauthorized``, ``Forbidden``, ...).
+        TypeError: the hook returned something other than a ``Permission``.
+    """
+    result = authorize(request, name)
+    permission = await result if inspect.isawaitable(result) else result
+    if not isinstance(permission, Permission):
+        raise TypeError(f"authorize() returned {permission!r}, not a Permission")
+    return permission
 
 
 class TokenSafeLogs(tornado.web.RequestHandler):
@@ -149,8 +152,7 @@ class YjsHandler(TokenSafeLogs, tornado.websocket.WebSocketHandler):
                     raise Forbidden(f"origin not allowed: {origin[:100]}")
                 self._ip_counter().acquire(self.request.remote_ip)
                 self._ip = self.request.remote_ip
-                result = self.authorize(self.request, name)
-                self.permission = await result if inspect.isawaitable(result) else result
+                self.permission = await permit(self.authorize, self.request, name)
             except CollabError as exc:
                 log.info("refused %s %s: %s", self.request.remote_ip, self.request.path, exc.reason)
                 self.set_status(exc.http_status)
@@ -183,14 +185,7 @@ class YjsHandler(TokenSafeLogs, tornado.websocket.WebSocketHandler):
         return base
 
     def check_origin(self, origin: str) -> bool:
-        try:
-            host = urlsplit(origin).hostname or ""
-        except ValueError:
-            return False
-        allowed = self.allow_origins
-        if "*" in allowed or origin.rstrip("/").lower() in allowed or _is_loopback(host):
-            return True
-        return super().check_origin(origin)
+        return origin_allowed(origin, self.request.headers.get("Host"), self.allow_origins)
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         self.set_nodelay(True)

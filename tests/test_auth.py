@@ -15,7 +15,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from collab import Config, Forbidden, Hub, Permission, Unauthorized, make_app, protocol, routes
-from collab.auth import JwtAuthorizer, allow_all, redact, token_of
+from collab.auth import JwtAuthorizer, allow_all, origin_allowed, redact, token_of
 from collab.protocol import Auth
 from tests.yclient import YClient, eventually
 
@@ -110,6 +110,19 @@ def test_short_secret_is_refused_and_tokens_are_redacted() -> None:
     assert redact("/ws/a?x=1&token=abc.def&y=2") == "/ws/a?x=1&token=***&y=2"
     assert redact("/ws/a?TOKEN=abc") == "/ws/a?TOKEN=***"
     assert allow_all(None, "x") == Permission()
+
+
+def test_origin_rule() -> None:
+    allowed = {"https://ok.example"}
+    assert origin_allowed("https://ok.example", "collab.example", allowed)
+    assert origin_allowed("https://OK.example/", "collab.example", allowed)
+    assert origin_allowed("https://collab.example:8443", "collab.example:8443", ())  # same origin
+    assert not origin_allowed("https://collab.example:9999", "collab.example:8443", ())
+    for loopback in ("http://localhost:3000", "http://127.0.0.2", "http://[::1]:8080"):
+        assert origin_allowed(loopback, "collab.example", ())
+    for evil in ("https://evil.example", "null", "http://[::1", "", "https://ok.example.evil"):
+        assert not origin_allowed(evil, "collab.example", allowed)
+    assert origin_allowed("https://anything.example", None, {"*"})
 
 
 # -- a live server with --jwt-secret ------------------------------------------------------
@@ -244,6 +257,8 @@ async def host_authorize(request, name: str) -> Permission:
         raise Unauthorized("not logged in to the host app")
     if name.startswith("private"):
         raise Forbidden("not yours")
+    if name == "broken":
+        return None  # type: ignore[return-value]  # a buggy hook
     return Permission(user="host-user", writable=not name.startswith("ro"))
 
 
@@ -257,6 +272,14 @@ def app(request, config: Config, hub: Hub) -> tornado.web.Application:
     if "embedded" in request.fixturenames:
         return tornado.web.Application(routes(hub, "/collab", host_authorize))
     return make_app(config, hub)
+
+
+async def test_a_hook_returning_no_permission_is_an_error_not_an_opening(
+    embedded, port, caplog
+) -> None:
+    url = f"ws://127.0.0.1:{port}/collab/ws/broken"
+    assert await refused(url, **{"X-User": "host-user"}) == 500
+    assert any("not a Permission" in r.getMessage() or r.exc_info for r in caplog.records)
 
 
 async def test_async_authorize_hook(embedded, port) -> None:
