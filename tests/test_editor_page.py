@@ -358,6 +358,9 @@ def test_home_lists_opens_and_deletes(
         expect(row.locator("td").first).to_have_text(re.compile(r"^\d+(\.\d)? [KM]?B$"))
         expect(row).to_contain_text("1 person")
 
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        home.screenshot(path=str(ARTIFACTS / "home.png"), animations="disabled")
+
         home.get_by_label("Open or create a document").fill("brand new/doc")
         home.keyboard.press("Enter")
         expect(home).to_have_url(f"{server.url}/d/brand%20new%2Fdoc")
