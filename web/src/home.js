@@ -70,6 +70,7 @@ const renderList = () => {
 const showListError = (text) => {
   $('list-error').hidden = !text
   $('list-error').textContent = text || ''
+  if (text && !shown) $('docs-summary').textContent = '' // nothing loaded yet: not "Loading…"
 }
 
 const refresh = async () => {
