@@ -56,6 +56,7 @@ def make_app(config: Config | None = None, hub: Hub | None = None) -> tornado.we
         handlers,
         static_path=str(static),
         static_url_prefix="/static/",
+        compress_response=True,
         websocket_ping_interval=config.ping_interval or None,
         websocket_ping_timeout=config.ping_timeout or None,
         websocket_max_message_size=config.max_message_bytes,

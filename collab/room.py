@@ -123,7 +123,10 @@ class Room:
                 return self._apply(update) if writable else Effects()
             case AwarenessUpdate(payload):
                 self._take_awareness(peer, protocol.decode_awareness(payload))
-                return Effects(relay=[data])
+                # Echoed to the sender too, as the reference server does: a stock
+                # y-websocket client drops a socket that is silent for 30 s, and
+                # its periodic awareness renewal is what keeps a lone client alive.
+                return Effects(reply=[data], relay=[data])
             case QueryAwareness():
                 return Effects(reply=[self._awareness_frame(self._present())])
             case Auth():

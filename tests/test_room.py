@@ -110,7 +110,9 @@ def test_awareness_is_relayed_and_sent_to_late_joiners():
     room = Room("doc")
     room.join("a")
     frame = awareness_frame(7, 1, '{"user":"ann"}')
-    assert room.receive("a", frame).relay == [frame]
+    effects = room.receive("a", frame)
+    assert effects.relay == [frame]
+    assert effects.reply == [frame]  # echoed: keeps a lone y-websocket client's socket alive
     _step1, awareness = room.join("b")
     assert protocol.decode_awareness(protocol.decode(awareness).payload) == [
         AwarenessEntry(7, 1, '{"user":"ann"}')
