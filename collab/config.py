@@ -26,7 +26,7 @@ class Config:
     idle_timeout: float = 30.0
     compact_bytes: int = 1 << 20
     ping_interval: float = 10.0
-    ping_timeout: float = 20.0
+    ping_timeout: float = 10.0
     max_message_bytes: int = 16 << 20
     # Limits (0 turns one off). Rates are per connection: a token bucket of
     # ``rate_*_burst`` refilled at ``rate_*`` per second; empty closes with 1008.
