@@ -45,6 +45,7 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("max_documents", int, "documents loaded at once (close 1013 / HTTP 503 above; 0 = off)"),
     ("max_pending_bytes", int, "output waiting for a slow reader (merged; close 1013 above)"),
     ("max_awareness_bytes", int, "largest awareness state of one client (close 1009 above)"),
+    ("max_awareness_clients", int, "awareness ids one connection may own (close 1008 above)"),
     ("max_header_bytes", int, "largest HTTP request head, read before any authentication"),
     ("header_timeout", float, "seconds a client may take to send its request head"),
     ("jwt_secret", str, "HS256 secret; when set every request needs a JWT"),

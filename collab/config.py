@@ -39,6 +39,7 @@ class Config:
     max_documents: int = 1000
     max_pending_bytes: int = 4 << 20
     max_awareness_bytes: int = 32 << 10
+    max_awareness_clients: int = 16
     max_header_bytes: int = 64 << 10
     header_timeout: float = 30.0
     web_dir: str | None = None

@@ -208,8 +208,11 @@ class YjsHandler(TokenSafeLogs, tornado.websocket.WebSocketHandler):
             if isinstance(message, str):
                 raise UnsupportedData("text frames not supported")
             self._charge(len(message))
-            limits.check_awareness(message, self.hub.config.max_awareness_bytes)
+            cap = self.hub.config.max_awareness_clients
+            limits.check_awareness(message, self.hub.config.max_awareness_bytes, cap)
             await self.hub.receive(self, self.room, message, self.permission.writable)
+            if self.room is not None and 0 < cap < len(self.room.peers.get(self, ())):
+                raise PolicyViolation(f"too many awareness clients (limit {cap})")
         except CollabError as exc:
             self._refuse(exc)
         except Exception:

@@ -7,7 +7,8 @@ code; nothing here knows about sockets.
 * ``TokenBucket``: a rate with a burst, for messages and bytes per connection
   (close 1008 when empty).
 * ``Counter``: connections per key (an IP address), refused past a cap.
-* ``check_awareness``: refuse an awareness state larger than a cap (1009).
+* ``check_awareness``: refuse an awareness state larger than a cap (1009), or
+  a message announcing more clients than a connection may own (1008).
 * ``Outbox``: the frames a slow reader has not taken yet; document updates are
   merged with ``pycrdt.merge_updates`` and awareness keeps the newest state per
   client, so a lagging reader costs the size of what changed, not of every
@@ -85,23 +86,27 @@ class Counter:
             self.counts.pop(key, None)
 
 
-def check_awareness(data: bytes, max_state_bytes: int) -> None:
-    """Refuse an awareness message carrying a state over ``max_state_bytes``.
+def check_awareness(data: bytes, max_state_bytes: int, max_clients: int = 0) -> None:
+    """Refuse an awareness message with too many clients or too large a state.
 
     Other messages pass untouched (a one-byte look), so the hot path costs
-    nothing; ``max_state_bytes <= 0`` disables the check.
+    nothing; a limit ``<= 0`` is no limit.
 
     Raises:
-        MessageTooBig: a state is too large.
+        MessageTooBig: a state is over ``max_state_bytes``.
+        PolicyViolation: the message carries over ``max_clients`` clients.
         ProtocolError: the awareness message is malformed.
     """
-    if max_state_bytes <= 0 or not data or data[0] != MessageType.AWARENESS:
+    if (max_state_bytes <= 0 and max_clients <= 0) or not data or data[0] != MessageType.AWARENESS:
         return
     message = protocol.decode(data)
     assert isinstance(message, AwarenessUpdate)
-    for entry in protocol.decode_awareness(message.payload):
+    entries = protocol.decode_awareness(message.payload)
+    if 0 < max_clients < len(entries):
+        raise PolicyViolation(f"too many awareness clients (limit {max_clients})")
+    for entry in entries:
         size = len(entry.state.encode())
-        if size > max_state_bytes:
+        if 0 < max_state_bytes < size:
             raise MessageTooBig(f"awareness state of {size} bytes (limit {max_state_bytes})")
 
 

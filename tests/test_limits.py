@@ -68,6 +68,10 @@ def test_check_awareness_refuses_oversized_states_only() -> None:
     with pytest.raises(MessageTooBig):  # bytes, not characters, count
         check_awareness(awareness((1, 1, '"' + "é" * 50 + '"')), 100)
     check_awareness(awareness((1, 1, '"' + "x" * 1000 + '"')), 0)  # 0: no limit
+    many = awareness(*((i, 1, "{}") for i in range(5)))
+    check_awareness(many, 100, 5)
+    with pytest.raises(PolicyViolation, match="too many awareness clients"):
+        check_awareness(many, 100, 4)
 
 
 def typed_updates(text: str, client_id: int = 7) -> tuple[Doc, list[bytes]]:
@@ -411,3 +415,19 @@ async def test_oversized_awareness_state_closes_1009(config, ws_url, caplog) -> 
     assert await closed_with(client) == (1009, "awareness state of 202 bytes (limit 100)")
     assert logged(caplog, "awareness state", "(1009)")
     assert 9 not in watcher.present()
+
+
+@limits(max_awareness_clients=4)
+async def test_awareness_clients_per_connection(config, ws_url, caplog) -> None:
+    watcher = await YClient(ws_url("doc")).connect()
+    one_frame = await YClient(ws_url("doc")).connect()
+    one_frame.send(awareness(*((100 + i, 1, "{}") for i in range(5))))
+    assert await closed_with(one_frame) == (1008, "too many awareness clients (limit 4)")
+    over_time = await YClient(ws_url("doc")).connect()
+    for i in range(4):
+        over_time.set_awareness(200 + i, 1, '{"n":1}')
+    await eventually(lambda: len(watcher.present()) == 4)  # up to the limit: fine
+    over_time.set_awareness(204, 1, '{"n":1}')
+    assert await closed_with(over_time) == (1008, "too many awareness clients (limit 4)")
+    await eventually(lambda: watcher.present() == {})  # its states are removed for everyone
+    assert watcher.close_code is None

@@ -8,7 +8,7 @@ import pytest
 from pycrdt import Doc, Text
 
 from collab import protocol
-from collab.protocol import AwarenessEntry, AwarenessUpdate, SyncStep1, SyncStep2, Update
+from collab.protocol import AwarenessUpdate, SyncStep1, SyncStep2, Update
 from tests.yclient import YClient, eventually
 
 
@@ -81,12 +81,3 @@ async def test_text_frame_that_is_not_utf8_is_refused_1003(ws_url) -> None:
     client.ws.protocol._write_frame(True, 0x1, b"\xff\xfe")  # Tornado's client only sends UTF-8
     await asyncio.wait_for(client.closed.wait(), 10)
     assert (client.close_code, client.close_reason) == (1003, "text frames not supported")
-
-
-async def test_many_awareness_clients_in_one_frame_are_fine(ws_url) -> None:
-    client = await YClient(ws_url("doc")).connect()
-    watcher = await YClient(ws_url("doc")).connect()
-    entries = [AwarenessEntry(100 + i, 1, f'{{"n":{i}}}') for i in range(50)]
-    client.send(protocol.encode(AwarenessUpdate(protocol.encode_awareness(entries))))
-    await eventually(lambda: len(watcher.present()) == 50)
-    assert client.close_code is None
