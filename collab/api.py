@@ -42,7 +42,7 @@ class _ApiHandler(TokenSafeLogs):
 
     async def _authorize(self) -> None:
         """Check the caller may read (``GET``) or change the named document."""
-        await self._permit(self.path_args[0], write=self.request.method != "GET")
+        await self._permit(self.path_args[0], write=self.request.method in ("PUT", "DELETE"))
 
     def data_received(self, chunk: bytes) -> None:
         if not self._finished:
