@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -17,6 +18,7 @@ from tornado.websocket import websocket_connect
 from collab import Config, Forbidden, Hub, Permission, Unauthorized, make_app, protocol, routes
 from collab.auth import JwtAuthorizer, allow_all, origin_allowed, redact, token_of
 from collab.protocol import Auth
+from tests.jsclient import JS_DIR, require_node
 from tests.yclient import YClient, eventually
 
 SECRET = "s3cret-" * 10  # 70 bytes: long enough for HS512 too (the wrong-algorithm test)
@@ -299,3 +301,63 @@ async def test_async_authorize_hook(embedded, port) -> None:
         raise_error=False,
     )
     assert response.code == 403
+
+
+# -- a stock y-websocket client (Node) -----------------------------------------------------
+
+STOCK_CLIENT = r"""
+import * as Y from 'yjs'
+import { WebsocketProvider } from 'y-websocket'
+import WebSocket from 'ws'
+const [url, room, token] = process.argv.slice(1)
+const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+console.warn = (...args) => emit({ event: 'warn', text: args.join(' ') })
+const doc = new Y.Doc()
+const provider = new WebsocketProvider(url, room, doc, {
+  WebSocketPolyfill: WebSocket, disableBc: true, params: { token }
+})
+provider.on('sync', (synced) => {
+  if (synced) emit({ event: 'synced', text: doc.getText('content').toString() })
+})
+provider.on('connection-close', (event) => {
+  emit({ event: 'close', code: event && event.code, reason: event && event.reason })
+  provider.destroy()
+  process.exit(0)
+})
+"""
+
+
+async def test_stock_client_syncs_with_a_token_and_hears_why_it_expired(port) -> None:
+    node = require_node()
+    client = AsyncHTTPClient()
+    await client.fetch(
+        f"http://127.0.0.1:{port}/api/docs/notes/text",
+        method="PUT",
+        body="hello",
+        headers={"Authorization": f"Bearer {token()}"},
+    )
+    tok = token(sub="node", docs=["notes"], exp=time.time() + 2)
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        "--input-type=module",
+        "-e",
+        STOCK_CLIENT,
+        f"ws://127.0.0.1:{port}/ws",
+        "notes",
+        tok,
+        cwd=JS_DIR,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    events = []
+    try:
+        assert proc.stdout is not None
+        while line := await asyncio.wait_for(proc.stdout.readline(), 20):
+            events.append(json.loads(line))
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+    assert events[0] == {"event": "synced", "text": "hello"}
+    assert events[1]["event"] == "warn" and "Permission denied" in events[1]["text"]
+    assert "token expired" in events[1]["text"]
+    assert events[2] == {"event": "close", "code": 4401, "reason": "token expired"}
