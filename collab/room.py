@@ -97,10 +97,9 @@ class Room:
         ids = self.peers.pop(peer, set())
         gone = []
         for client_id in ids:
-            entry = self.awareness.get(client_id)
-            if entry is not None and not entry.removed:
+            entry = self.awareness.pop(client_id, None)
+            if entry is not None:
                 gone.append(AwarenessEntry(client_id, entry.clock + 1, "null"))
-                self.awareness[client_id] = gone[-1]
         return Effects(relay=[self._awareness_frame(gone)] if gone else [])
 
     def close(self) -> None:
@@ -160,16 +159,18 @@ class Room:
         owned = self.peers.setdefault(peer, set())
         for entry in entries:
             current = self.awareness.get(entry.client_id)
-            newer = current is None or entry.clock > current.clock
-            if newer or (entry.clock == current.clock and entry.removed and not current.removed):
-                self.awareness[entry.client_id] = entry
             if entry.removed:
+                # No tombstones: a removed client costs nothing however many come and go.
+                if current is not None and entry.clock >= current.clock:
+                    del self.awareness[entry.client_id]
                 owned.discard(entry.client_id)
             else:
+                if current is None or entry.clock > current.clock:
+                    self.awareness[entry.client_id] = entry
                 owned.add(entry.client_id)
 
     def _present(self) -> list[AwarenessEntry]:
-        return [entry for entry in self.awareness.values() if not entry.removed]
+        return list(self.awareness.values())
 
     @staticmethod
     def _awareness_frame(entries: list[AwarenessEntry]) -> bytes:

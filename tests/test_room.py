@@ -129,7 +129,14 @@ def test_leaving_removes_the_awareness_states_the_peer_introduced():
     assert protocol.decode_awareness(protocol.decode(frame).payload) == [
         AwarenessEntry(7, 5, "null")
     ]
-    assert [e.client_id for e in room._present()] == [8]
+    assert list(room.awareness) == [8]  # no tombstone left behind
+
+
+def test_a_client_removing_its_own_state_leaves_nothing_behind():
+    room = Room("doc")
+    room.receive("a", awareness_frame(7, 1, '{"x":1}'))
+    room.receive("a", awareness_frame(7, 2, "null"))
+    assert room.awareness == {} and room.leave("a").relay == []
 
 
 def test_stale_awareness_clock_is_ignored():
