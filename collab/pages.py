@@ -5,10 +5,9 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-import tornado.web
-
 from . import names
 from .errors import BadName
+from .handler import TokenSafeLogs
 
 __all__ = ["EditorPageHandler", "HomePageHandler", "static_dir"]
 
@@ -40,7 +39,7 @@ _CSP = "; ".join(
 )
 
 
-class _PageHandler(tornado.web.RequestHandler):
+class _PageHandler(TokenSafeLogs):  # page URLs may carry ?token=
     page = "index.html"
 
     def initialize(self, static: Path) -> None:

@@ -84,3 +84,11 @@ async def test_healthz_and_metrics(api, ws_url, hub):
     assert "collab_documents_loaded 1.0" in metrics
     assert "collab_updates_in_total" in metrics and "collab_bytes_out_total" in metrics
     assert "collab_persist_seconds" in metrics
+
+
+async def test_tokens_in_page_urls_never_reach_the_access_log(http_client, port, caplog):
+    caplog.set_level("INFO", logger="tornado.access")
+    await http_client.fetch(f"http://127.0.0.1:{port}/d/notes?token=s3cret.jwt.value")
+    await http_client.fetch(f"http://127.0.0.1:{port}/api/docs?token=s3cret.jwt.value")
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "tornado.access")
+    assert "/d/notes?token=***" in logged and "s3cret" not in logged
