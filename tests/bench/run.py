@@ -162,7 +162,7 @@ def _throughput(server: Server, q: bool, workdir: Path, layout: str) -> Json:
         "p99_limit_ms": 100,
         "max_steps": 4 if q else 9,
         "budget_s": 30 if q else 100,
-        "retry": True,
+        "retries": 2,
     }
     result, samples = generate(spec, server, workdir, 120 if q else 400)
     for step in result["steps"]:
