@@ -295,7 +295,7 @@ def table(title: str, headers: list[str], rows: list[list[Any]], note: str = "")
     line = "  ".join("-" * w for w in widths)
     out = [
         f"\n## {title}",
-        "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)),
+        "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
         line,
     ]
     for row, r in zip(rows, cells, strict=True):
