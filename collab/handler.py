@@ -200,7 +200,7 @@ class YjsHandler(TokenSafeLogs, tornado.websocket.WebSocketHandler):
                 delay, self._refuse, Unauthorized("token expired")
             )
 
-    async def on_message(self, message: str | bytes) -> None:
+    def on_message(self, message: str | bytes) -> None:
         conn = self.ws_connection
         if self.room is None or conn is None or conn.is_closing():
             return  # refused already: frames still in flight are ignored
@@ -210,7 +210,7 @@ class YjsHandler(TokenSafeLogs, tornado.websocket.WebSocketHandler):
             self._charge(len(message))
             cap = self.hub.config.max_awareness_clients
             limits.check_awareness(message, self.hub.config.max_awareness_bytes, cap)
-            await self.hub.receive(self, self.room, message, self.permission.writable)
+            self.hub.receive(self, self.room, message, self.permission.writable)
             if self.room is not None and 0 < cap < len(self.room.peers.get(self, ())):
                 raise PolicyViolation(f"too many awareness clients (limit {cap})")
         except CollabError as exc:

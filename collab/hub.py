@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,7 +21,7 @@ from . import policy
 from .config import Config
 from .errors import DocumentDeleted, Overloaded, PolicyViolation, ShuttingDown
 from .metrics import Metrics
-from .room import Room
+from .room import Effects, Room
 from .store import DocInfo, FileStore, Log, MemoryStore, Store
 
 __all__ = ["Connection", "DocSummary", "Hub"]
@@ -99,6 +100,17 @@ class _Slot:
     idle_timer: asyncio.TimerHandle | None = None
     since_snapshot: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # fsync="always": what waits for the group commit, in arrival order
+    held: deque[_Held] = field(default_factory=deque)
+    flushing: asyncio.Future[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    durability: _Durability
+    target: int
+    sender: Connection
+    effects: Effects
 
 
 class Hub:
@@ -248,8 +260,12 @@ class Hub:
         self.metrics.connections += 1
         return slot.room
 
-    async def receive(self, conn: Connection, room: Room, data: bytes, writable: bool) -> None:
-        """Apply one frame from ``conn``: reply, log, then relay.
+    def receive(self, conn: Connection, room: Room, data: bytes, writable: bool) -> None:
+        """Apply one frame from ``conn``: log, then answer and relay.
+
+        Never waits: with ``fsync="always"`` the answer and the relay are held
+        until the group commit covering the update is done, while the next
+        frames are already being read (so one fsync covers them all).
 
         Raises:
             CollabError: the frame was refused; the caller closes ``conn``.
@@ -261,13 +277,38 @@ class Hub:
         effects = room.receive(conn, data, writable=writable)
         if effects.update is not None:
             self.metrics.updates_in += 1
-            await self._persist(slot, effects.update)
-        if effects.reply:
-            if self.config.fsync == "always" and slot.durability and slot.durability.dirty:
-                await slot.durability.wait()  # a step 2 may carry unsynced updates
-            for frame in effects.reply:
-                conn.send(frame)
+            self._append(slot, effects.update)
+        durability = slot.durability
+        always = self.config.fsync == "always" and durability is not None
+        if always and (durability.dirty or slot.held):  # type: ignore[union-attr]
+            slot.held.append(_Held(durability, durability.written, conn, effects))
+            if slot.flushing is None:
+                slot.flushing = self._spawn(self._flush_held(slot))
+            return
+        self._deliver(slot, conn, effects)
+
+    def _deliver(self, slot: _Slot, conn: Connection, effects: Effects) -> None:
+        for frame in effects.reply:
+            conn.send(frame)
         self._relay(slot, effects.relay, exclude=conn)
+
+    async def _flush_held(self, slot: _Slot) -> None:
+        """Deliver held effects, in order, as group commits make them durable."""
+        try:
+            while slot.held:
+                first = slot.held[0]
+                await first.durability.wait()
+                while slot.held and slot.held[0].durability.synced >= slot.held[0].target:
+                    held = slot.held.popleft()
+                    self._deliver(slot, held.sender, held.effects)
+        except Exception:
+            log.exception("fsync of %r failed; held updates are not relayed", slot.name)
+            senders = {held.sender for held in slot.held}
+            slot.held.clear()
+            for sender in senders:
+                sender.close(1011, "could not persist the update")
+        finally:
+            slot.flushing = None
 
     def leave(self, conn: Connection, room: Room) -> None:
         """Forget ``conn``; relay the removal of its awareness states."""
@@ -293,17 +334,15 @@ class Hub:
 
     # -- persistence ------------------------------------------------------------
 
-    async def _persist(self, slot: _Slot, update: bytes) -> None:
+    def _append(self, slot: _Slot, update: bytes) -> None:
+        """Write ``update`` to the log (through to the OS); compact when it is big."""
         assert slot.log is not None and slot.durability is not None
-        durability = slot.durability
         slot.log.append(update)
-        durability.written += 1
+        slot.durability.written += 1
         slot.since_snapshot += 1
         compact = policy.should_compact(slot.log.size, self.config.compact_bytes)
         if compact and slot.compacting is None:
             slot.compacting = self._spawn(self._compact(slot, force=False))
-        if self.config.fsync == "always":
-            await durability.wait()
 
     def _observe_fsync(self, seconds: float) -> None:
         self.metrics.persist_seconds.labels("fsync").observe(seconds)
@@ -379,7 +418,9 @@ class Hub:
         slot = await self._open(name)
         effects = slot.room.replace_text(text)
         if effects.update is not None:
-            await self._persist(slot, effects.update)
+            self._append(slot, effects.update)
+            if self.config.fsync == "always":
+                await self._flush(slot)
         self._relay(slot, effects.relay, exclude=None)
         self._release_if_idle(slot)
 

@@ -17,7 +17,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pycrdt import Doc, Text, TransactionEvent
+from pycrdt import Doc, Text, TransactionEvent, merge_updates
 
 from . import protocol
 from .errors import BadUpdate, ProtocolError
@@ -67,11 +67,7 @@ class Room:
         changes, self._changes = self._changes, []
         if not changes:
             return None
-        if len(changes) == 1:
-            return changes[0]
-        from pycrdt import merge_updates
-
-        return merge_updates(*changes)
+        return changes[0] if len(changes) == 1 else merge_updates(*changes)
 
     # -- loading ------------------------------------------------------------
 
@@ -118,7 +114,9 @@ class Room:
         match protocol.decode(data):
             case SyncStep1(state_vector):
                 return Effects(reply=[self._step2(state_vector)])
-            case SyncStep2(update) | Update(update):
+            case Update(update):
+                return self._apply(update, data) if writable else Effects()
+            case SyncStep2(update):
                 return self._apply(update) if writable else Effects()
             case AwarenessUpdate(payload):
                 self._take_awareness(peer, protocol.decode_awareness(payload))
@@ -139,13 +137,18 @@ class Room:
             raise ProtocolError("invalid state vector") from None
         return protocol.encode(SyncStep2(update))
 
-    def _apply(self, update: bytes) -> Effects:
+    def _apply(self, update: bytes, frame: bytes | None = None) -> Effects:
         try:
             self.doc.apply_update(update)
         except ValueError as exc:
             self._changes.clear()
             raise BadUpdate(f"invalid Yjs update: {exc}") from None
-        return self._effects_of_change()
+        change = self._take_change()
+        if change is None:
+            return Effects()
+        if frame is not None and change == update:
+            return Effects(update=change, relay=[frame])  # the usual case: relay as received
+        return Effects(update=change, relay=[protocol.encode(Update(change))])
 
     def _effects_of_change(self) -> Effects:
         change = self._take_change()

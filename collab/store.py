@@ -215,7 +215,37 @@ class FileStore:
     def _snap(self, stem: str) -> Path:
         return self.root / f"{stem}.snap"
 
+    def _log(self, stem: str, seq: int) -> Path:
+        return self.root / f"{stem}.{seq}.log"
+
+    def _logs_from(self, stem: str, start: int) -> list[tuple[int, Path]]:
+        """The logs ``start``, ``start + 1``, ... that exist, looked up by name.
+
+        Logs from the snapshot's ``log_seq`` on are consecutive: one is created
+        only just before the snapshot that names it. No directory scan, so
+        opening a document costs the same however many documents there are.
+        """
+        found = []
+        while (path := self._log(stem, start)).exists():
+            found.append((start, path))
+            start += 1
+        return found
+
+    def _remove_logs_below(self, stem: str, seq: int) -> None:
+        while seq > 0 and (path := self._log(stem, seq - 1)).exists():
+            path.unlink()
+            seq -= 1
+
+    def _snapshot_seq(self, snap: Path) -> int:
+        try:
+            with open(snap, "rb") as f:
+                head = f.read(13 + 8)
+        except FileNotFoundError:
+            return 0
+        return struct.unpack_from("<Q", head, 13)[0] if len(head) == 21 else 0
+
     def _logs(self, stem: str) -> list[tuple[int, Path]]:
+        """Every log of ``stem``, found by scanning the directory (rare operations)."""
         found = []
         for path in self.root.glob(f"{stem}.*.log"):
             seq = path.name[len(stem) + 1 : -4]
@@ -240,11 +270,9 @@ class FileStore:
         if snap.exists():
             state, stored.seq = self._read_snapshot(snap, corrupt, name)
             stored.updates.append(state)
-        for seq, path in self._logs(stem):
-            if seq < stored.seq:
-                if not self.read_only:
-                    path.unlink(missing_ok=True)  # compacted; its removal was interrupted
-                continue
+        if not self.read_only:
+            self._remove_logs_below(stem, stored.seq)  # compacted; removal was interrupted
+        for seq, path in self._logs_from(stem, stored.seq):
             records = self._read_log(path, stored)
             stored.updates += records
             stored.records += len(records)
@@ -306,9 +334,7 @@ class FileStore:
             os.fsync(f.fileno())
         os.replace(tmp, snap)
         _fsync_dir(self.root)
-        for old, path in self._logs(stem):
-            if old < seq:
-                path.unlink(missing_ok=True)
+        self._remove_logs_below(stem, seq)
 
     def delete(self, name: str) -> bool:
         stem = names.to_stem(name)
@@ -327,7 +353,8 @@ class FileStore:
         stem = names.to_stem(name)
         snap = self._snap(stem)
         corrupt = snap.with_name(snap.name + ".corrupt")  # still exists, if refused
-        paths = [snap, corrupt, *(p for _, p in self._logs(stem))]
+        logs = self._logs_from(stem, self._snapshot_seq(snap))
+        paths = [snap, corrupt, *(p for _, p in logs)]
         stats = [p.stat() for p in paths if p.exists()]
         if not stats:
             return None

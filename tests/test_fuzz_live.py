@@ -150,11 +150,11 @@ async def test_fuzzing_many_connections_leaves_honest_clients_unharmed(ws_url, p
 
     honest_peers: set[object] = set()
 
-    async def counting_receive(conn, room, data, writable):
+    def counting_receive(conn, room, data, writable):
         nonlocal processed
         if data != MARKER and conn not in honest_peers:
             processed += 1  # a hostile frame reached the decoder
-        return await receive(conn, room, data, writable)
+        return receive(conn, room, data, writable)
 
     hub.receive = counting_receive
     honest = [await YClient(ws_url("fuzz"), client_id=cid).connect() for cid in HONEST_IDS]

@@ -219,3 +219,10 @@ def _random_edit(text: Text, rng: random.Random) -> None:
         del text[start : min(length, start + rng.randint(1, 3))]
     else:
         text.insert(rng.randint(0, length), rng.choice("abcdef "))
+
+
+def test_an_update_that_applies_as_is_is_relayed_as_received():
+    room = Room("doc")
+    frame = protocol.encode(Update(_update_inserting("x")))
+    (relayed,) = room.receive("a", frame).relay
+    assert relayed is frame  # no re-encoding on the hot path

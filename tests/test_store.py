@@ -184,3 +184,14 @@ def test_log_size_tracks_the_file(tmp_path):
     log = FileStore(tmp_path).open_log("doc", 0)
     log.append(b"abc")
     assert log.size == os.path.getsize(tmp_path / "doc.0.log")
+
+
+def test_logs_left_below_the_snapshot_are_removed_on_load(tmp_path):
+    store = FileStore(tmp_path)
+    us = updates(2)
+    store.open_log("doc", 0).append(us[0])
+    store.save_snapshot("doc", _state(us[:1]), 1)
+    FileStore(tmp_path).open_log("doc", 0).append(us[0])  # as if its removal was cut short
+    store.open_log("doc", 1).append(us[1])
+    assert text_of(store.load("doc").updates) == "0,1,"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["doc.1.log", "doc.snap"]
