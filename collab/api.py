@@ -11,10 +11,10 @@ from typing import Any
 import tornado.web
 
 from . import names
-from .auth import Authorize, Permission, allow_all
+from .auth import Authorize, Permission, allow_all, permit
 from .errors import CollabError, Forbidden, Unauthorized
-from .handler import TokenSafeLogs, permit
 from .hub import Hub
+from .logs import TokenSafeLogs
 
 __all__ = ["DocHandler", "DocsHandler", "HealthHandler", "MetricsHandler", "TextHandler"]
 

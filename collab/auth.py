@@ -15,6 +15,7 @@ only those it grants.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import ipaddress
 import math
 import re
@@ -29,6 +30,7 @@ import jwt
 from .errors import Forbidden, Unauthorized
 
 __all__ = [
+    "permit",
     "MIN_SECRET_BYTES",
     "Authorize",
     "JwtAuthorizer",
@@ -176,3 +178,17 @@ class JwtAuthorizer:
             raise Forbidden("token does not grant this document")
         sub = claims.get("sub")
         return Permission(str(sub) if sub is not None else None, mode == "rw", float(expires))
+
+
+async def permit(authorize: Authorize, request: Any, name: str) -> Permission:
+    """Run the ``authorize`` hook (sync or async) and check what it returned.
+
+    Raises:
+        CollabError: the hook refused (``Unauthorized``, ``Forbidden``, ...).
+        TypeError: the hook returned something other than a ``Permission``.
+    """
+    result = authorize(request, name)
+    permission = await result if inspect.isawaitable(result) else result
+    if not isinstance(permission, Permission):
+        raise TypeError(f"authorize() returned {permission!r}, not a Permission")
+    return permission

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
-import struct
 import time
 from typing import Any, cast
 
@@ -28,7 +26,7 @@ import tornado.web
 import tornado.websocket
 
 from . import limits, names, protocol
-from .auth import Authorize, Permission, allow_all, origin_allowed, redact
+from .auth import Authorize, Permission, allow_all, origin_allowed, permit
 from .errors import (
     CollabError,
     Forbidden,
@@ -37,57 +35,15 @@ from .errors import (
     Unauthorized,
     UnsupportedData,
 )
+from .frames import FrameWriter, binary_frame
 from .hub import Hub
+from .logs import TokenSafeLogs
 from .room import Room
 
-__all__ = ["TokenSafeLogs", "YjsHandler", "permit"]
+__all__ = ["YjsHandler"]
 
 log = logging.getLogger("collab.handler")
-_frame_cache: tuple[bytes, bytes] = (b"", b"")
 _TEXT = 0x1
-
-
-def _binary_frame(data: bytes) -> bytes:
-    """A server-to-client WebSocket frame, built once per relayed message."""
-    global _frame_cache
-    if _frame_cache[0] is data:
-        return _frame_cache[1]
-    n = len(data)
-    if n < 126:
-        head = struct.pack("!BB", 0x82, n)
-    elif n <= 0xFFFF:
-        head = struct.pack("!BBH", 0x82, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x82, 127, n)
-    _frame_cache = (data, head + data)
-    return _frame_cache[1]
-
-
-async def permit(authorize: Authorize, request: Any, name: str) -> Permission:
-    """Run the ``authorize`` hook (sync or async) and check what it returned.
-
-    Raises:
-        CollabError: the hook refused (``Unauthorized``, ``Forbidden``, ...).
-        TypeError: the hook returned something other than a ``Permission``.
-    """
-    result = authorize(request, name)
-    permission = await result if inspect.isawaitable(result) else result
-    if not isinstance(permission, Permission):
-        raise TypeError(f"authorize() returned {permission!r}, not a Permission")
-    return permission
-
-
-class TokenSafeLogs(tornado.web.RequestHandler):
-    """Logs a request without the ``token=`` in its URL (access log and errors)."""
-
-    def _request_summary(self) -> str:
-        return f"{self.request.method} {redact(self.request.uri or '')} ({self.request.remote_ip})"
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, tornado.web.HTTPError):
-            super().log_exception(typ, value, tb)
-        else:  # Tornado's own would print the whole request, token included
-            log.error("uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
 
 
 class _Protocol(tornado.websocket.WebSocketProtocol13):
@@ -129,7 +85,7 @@ class YjsHandler(TokenSafeLogs, tornado.websocket.WebSocketHandler):
         self.permission = Permission()
         self._expiry: asyncio.TimerHandle | None = None
         self._ip: str | None = None
-        self._outbox: limits.Outbox | None = None
+        self._writer: FrameWriter | None = None
         config = hub.config
         now = time.monotonic()
         self._messages = limits.TokenBucket(config.rate_messages, config.rate_messages_burst, now)
@@ -231,32 +187,10 @@ class YjsHandler(TokenSafeLogs, tornado.websocket.WebSocketHandler):
         conn = self.ws_connection
         if conn is None or conn.is_closing():
             return
-        if self._outbox is not None:
-            if not self._outbox.put(data):
-                bound = self._outbox.bound
-                self._refuse(SlowConsumer(f"too far behind: over {bound} bytes waiting"))
-            return
-        stream = conn.stream  # type: ignore[attr-defined]
-        frame = _binary_frame(data)
-        if not stream._write_buffer and type(stream) is tornado.iostream.IOStream:
-            # Nothing queued: the frame goes straight to the socket, without the
-            # future and buffer bookkeeping of IOStream.write (the fan-out hot path).
-            try:
-                sent = stream.socket.send(frame)
-            except OSError:  # would block, or broken: IOStream.write sorts it out
-                sent = 0
-            if sent == len(frame):
-                return
-            frame = frame[sent:]
-        bound = self.hub.config.max_pending_bytes
-        with contextlib.suppress(tornado.iostream.StreamClosedError):
-            if bound > 0 and len(stream._write_buffer) > bound // 4:
-                # The reader lags: hold what follows, merged, until the socket drains.
-                self._outbox = limits.Outbox(bound)
-                self._outbox.put(data)
-                stream.write(b"").add_done_callback(self._drain)
-                return
-            stream.write(frame)
+        if self._writer is None:
+            bound = self.hub.config.max_pending_bytes
+            self._writer = FrameWriter(conn.stream, bound, self._overflow)  # type: ignore[attr-defined]
+        self._writer.send(data)
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         if reason is not None:
@@ -265,11 +199,9 @@ class YjsHandler(TokenSafeLogs, tornado.websocket.WebSocketHandler):
 
     # -- internals --------------------------------------------------------------------
 
-    def _drain(self, _written: object) -> None:
-        outbox, self._outbox = self._outbox, None
-        if outbox is not None:
-            for frame in outbox.take():
-                self.send(frame)
+    def _overflow(self) -> None:
+        bound = self.hub.config.max_pending_bytes
+        self._refuse(SlowConsumer(f"too far behind: over {bound} bytes waiting"))
 
     def _charge(self, size: int) -> None:
         config, now = self.hub.config, time.monotonic()
@@ -291,7 +223,7 @@ class YjsHandler(TokenSafeLogs, tornado.websocket.WebSocketHandler):
             # y-websocket reconnects on any close; the auth message says why.
             auth = protocol.encode(protocol.Auth(exc.reason))
             with contextlib.suppress(tornado.iostream.StreamClosedError):
-                conn.stream.write(_binary_frame(auth))  # type: ignore[attr-defined]
+                conn.stream.write(binary_frame(auth))  # type: ignore[attr-defined]
         self._leave()
         self.close(exc.close_code, exc.reason)
 
@@ -299,7 +231,7 @@ class YjsHandler(TokenSafeLogs, tornado.websocket.WebSocketHandler):
         if self.room is not None:
             self.hub.leave(self, self.room)
             self.room = None
-        self._outbox = None
+        self._writer = None
 
     def _ip_counter(self) -> limits.Counter:
         settings = self.application.settings

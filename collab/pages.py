@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import names
 from .errors import BadName
-from .handler import TokenSafeLogs
+from .logs import TokenSafeLogs
 
 __all__ = ["EditorPageHandler", "HomePageHandler", "static_dir"]
 
