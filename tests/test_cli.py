@@ -10,7 +10,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 from pycrdt import Doc, Text
 
 from collab import cli
@@ -84,7 +83,6 @@ def test_compact_refuses_while_a_server_holds_the_data_dir(tmp_path):
     assert result.returncode == 1 and "in use" in result.stderr
 
 
-@pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "python").exists(), reason="needs make's .venv")
 def test_make_run_serves_healthz(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COLLAB_", "MAKE"))}

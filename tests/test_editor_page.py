@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import jwt
 import pytest
 
 from .browser import ROOT, ServerProcess, launch_chromium, require, wait_until
@@ -383,7 +384,6 @@ def test_home_lists_opens_and_deletes(
 
 
 def test_token_from_the_page_url(browser: Any, tmp_path: Any) -> None:
-    jwt = pytest.importorskip("jwt")
     secret = "s3cret-for-the-editor-page-test-0123456789"
     server = ServerProcess(tmp_path / "data", "--jwt-secret", secret)
     server.start()
