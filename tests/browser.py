@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
+from .needs import require
 
 __all__ = [
     "CHROMIUM",
@@ -42,15 +42,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-def require(ok: bool, reason: str, *, module: bool = False) -> None:
-    """Skip the test (or the whole module) when ``ok`` is false; in CI, fail instead."""
-    if ok:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)", pytrace=False)
-    pytest.skip(reason, allow_module_level=module)
 
 
 def launch_chromium(playwright: Any) -> Any:

@@ -75,6 +75,14 @@ class Sample:
             self.gen_cpu = 0.0
 
 
+def _add_cpu(result: Json, samples: dict[str, Sample]) -> None:
+    """Give every step its CPU window and the server's CPU µs per delivered message."""
+    for step in result["steps"]:
+        step.update(window(samples, step["label"]))
+        if step.get("delivered"):
+            step["us_per_msg"] = 1e6 * step["server_cpu_s"] / step["delivered"]
+
+
 def window(samples: dict[str, Sample], label: str) -> Json:
     """CPU use of server and generator between ``label:start`` and ``label:end``."""
     a, b = samples.get(f"{label}:start"), samples.get(f"{label}:end")
@@ -140,10 +148,7 @@ def fanout(server: Server, q: bool, workdir: Path) -> Json:
         "drain_ms": 2000,
     }
     result, samples = generate(spec, server, workdir, 240 if q else 600)
-    for step in result["steps"]:
-        step.update(window(samples, step["label"]))
-        if step.get("delivered"):
-            step["us_per_msg"] = 1e6 * step["server_cpu_s"] / step["delivered"]
+    _add_cpu(result, samples)
     return result
 
 
@@ -165,10 +170,7 @@ def _throughput(server: Server, q: bool, workdir: Path, layout: str) -> Json:
         "retries": 2,
     }
     result, samples = generate(spec, server, workdir, 120 if q else 400)
-    for step in result["steps"]:
-        step.update(window(samples, step["label"]))
-        if step.get("delivered"):
-            step["us_per_msg"] = 1e6 * step["server_cpu_s"] / step["delivered"]
+    _add_cpu(result, samples)
     best = [s for s in result["steps"] if s.get("pass")]
     result["best"] = max(best, key=lambda s: s["rate"]) if best else None
     return result
