@@ -1,23 +1,14 @@
-"""Writing messages to a Tornado WebSocket stream: framed once, sent directly, bounded.
+"""Server-to-client WebSocket frames, built once per message.
 
-A relayed message is framed once and the same bytes go to every connection. A
-frame goes straight to the socket while nothing is queued (no future, no buffer
-bookkeeping: the fan-out hot path). A reader whose unsent output passes a
-quarter of the bound gets what follows held in an ``Outbox``, merged, until its
-socket drains; past the bound ``on_overflow`` is called (the handler closes 1013).
+A relayed message is framed once and the same bytes go to every connection:
+the last message's frame is cached, so a fan-out loop frames it one time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import struct
-from collections.abc import Callable
 
-import tornado.iostream
-
-from .limits import Outbox
-
-__all__ = ["FrameWriter", "binary_frame"]
+__all__ = ["binary_frame"]
 
 _cache: tuple[bytes, bytes] = (b"", b"")
 
@@ -36,51 +27,3 @@ def binary_frame(data: bytes) -> bytes:
         head = struct.pack("!BBQ", 0x82, 127, n)
     _cache = (data, head + data)
     return _cache[1]
-
-
-class FrameWriter:
-    """Sends binary messages on one connection's stream."""
-
-    __slots__ = ("bound", "on_overflow", "outbox", "stream")
-
-    def __init__(
-        self, stream: tornado.iostream.IOStream, bound: int, on_overflow: Callable[[], None]
-    ) -> None:
-        self.stream = stream
-        self.bound = bound
-        self.on_overflow = on_overflow
-        self.outbox: Outbox | None = None
-
-    def send(self, data: bytes) -> None:
-        if self.outbox is not None:
-            if not self.outbox.put(data):
-                self.outbox = None
-                self.on_overflow()
-            return
-        stream, frame = self.stream, binary_frame(data)
-        if not stream._write_buffer and type(stream) is tornado.iostream.IOStream:
-            try:
-                sent = stream.socket.send(frame)  # type: ignore[union-attr]
-            except OSError:  # would block, or broken: IOStream.write sorts it out
-                sent = 0
-            if sent == len(frame):
-                return
-            frame = frame[sent:]
-        with contextlib.suppress(tornado.iostream.StreamClosedError):
-            if self.bound > 0 and len(stream._write_buffer) > self.bound // 4:
-                self.outbox = Outbox(self.bound)
-                self.outbox.put(data)
-                stream.write(b"").add_done_callback(self._drain)
-                return
-            stream.write(frame)
-
-    def write_now(self, data: bytes) -> None:
-        """Queue ``data`` behind everything else (for a last word before closing)."""
-        with contextlib.suppress(tornado.iostream.StreamClosedError):
-            self.stream.write(binary_frame(data))
-
-    def _drain(self, _written: object) -> None:
-        outbox, self.outbox = self.outbox, None
-        if outbox is not None:
-            for frame in outbox.take():
-                self.send(frame)

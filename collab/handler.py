@@ -1,4 +1,4 @@
-"""The Tornado WebSocket handler: thin glue between a socket and the hub.
+"""The Tornado request handler of the sync endpoint: checks, then the WebSocket upgrade.
 
 Mount it at any prefix, e.g. ``(r"/ws/(.+)", YjsHandler, {"hub": hub})``; the
 captured group is the document name (Tornado percent-decodes it, so raw and
@@ -7,61 +7,40 @@ encoded names reach the same document).
 Before the upgrade: the name is checked (400), the client's IP is counted
 (429 past ``max_connections_per_ip``), ``authorize`` runs (401/403), and no
 request body is accepted, so an unauthenticated client can make the server
-hold nothing but its headers. After it: every message is charged to the
-connection's rate limits (1008), checked and handed to the hub; a slow reader's
-output waits in an ``Outbox`` where updates merge, and is closed (1013) past
-``max_pending_bytes``. Every refusal logs who and why.
+hold nothing but its headers. The handshake itself is checked and answered by
+the websockets library (its sans-I/O server protocol). Then the socket leaves
+Tornado: ``connection.WebSocket`` runs it on an asyncio transport for as long as
+it lives. Every refusal logs who and why.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from typing import Any, cast
 
-import tornado.iostream
 import tornado.web
-import tornado.websocket
+from websockets.datastructures import Headers
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
 
-from . import limits, names, protocol
+from . import limits, names
 from .auth import Authorize, Permission, allow_all, origin_allowed, permit
-from .errors import (
-    CollabError,
-    Forbidden,
-    PolicyViolation,
-    SlowConsumer,
-    Unauthorized,
-    UnsupportedData,
-)
-from .frames import FrameWriter, binary_frame
+from .connection import Sockets, WebSocket, wire_log
+from .errors import CollabError, Forbidden, Unauthorized
 from .hub import Hub
 from .logs import TokenSafeLogs
-from .room import Room
 
 __all__ = ["YjsHandler"]
 
 log = logging.getLogger("collab.handler")
-_TEXT = 0x1
 
-
-class _Protocol(tornado.websocket.WebSocketProtocol13):
-    """Tornado's protocol, except that any text frame is refused with 1003.
-
-    Tornado aborts on a text frame that is not UTF-8 without a close code; a
-    y-websocket client never sends text, so every text frame is refused alike.
-    """
-
-    def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
-        if opcode == _TEXT and not self.client_terminated:
-            cast(YjsHandler, self.handler)._refuse(UnsupportedData("text frames not supported"))
-            return None
-        return super()._handle_message(opcode, data)
+# Response headers of a refused handshake worth passing on (Tornado sets the rest).
+_HANDSHAKE_HEADERS = {"sec-websocket-version", "upgrade"}
 
 
 @tornado.web.stream_request_body
-class YjsHandler(TokenSafeLogs, tornado.websocket.WebSocketHandler):
+class YjsHandler(TokenSafeLogs, tornado.web.RequestHandler):
     """A y-websocket endpoint: one connection to one document.
 
     Args (``initialize``):
@@ -70,6 +49,10 @@ class YjsHandler(TokenSafeLogs, tornado.websocket.WebSocketHandler):
             raising ``Unauthorized``/``Forbidden``; default allows everyone.
         allow_origins: browser origins allowed besides same-origin and
             loopback; ``"*"`` allows any.
+
+    Keep-alive and the message size limit come from the hub's config unless
+    the host application set Tornado's ``websocket_ping_interval``,
+    ``websocket_ping_timeout`` or ``websocket_max_message_size``.
     """
 
     def initialize(
@@ -81,16 +64,8 @@ class YjsHandler(TokenSafeLogs, tornado.websocket.WebSocketHandler):
         self.hub = hub
         self.authorize = authorize
         self.allow_origins = {o.rstrip("/").lower() for o in allow_origins}
-        self.room: Room | None = None
         self.permission = Permission()
-        self._expiry: asyncio.TimerHandle | None = None
         self._ip: str | None = None
-        self._writer: FrameWriter | None = None
-        config = hub.config
-        now = time.monotonic()
-        self._messages = limits.TokenBucket(config.rate_messages, config.rate_messages_burst, now)
-        burst = max(config.rate_bytes_burst, config.max_message_bytes)
-        self._bytes = limits.TokenBucket(config.rate_bytes, burst, now)
 
     def prepare(self) -> None:
         # A handshake has no body: refuse any, so nothing is buffered before auth.
@@ -116,12 +91,10 @@ class YjsHandler(TokenSafeLogs, tornado.websocket.WebSocketHandler):
                     self.set_header("WWW-Authenticate", "Bearer")
                 self.finish(exc.reason)
                 return
-            await super().get(name)  # returns when the connection ends
+            await self._upgrade(name)
         finally:
             self._release_ip()
 
-    # Keep-alive and size limits come from the hub's config unless the host
-    # application set Tornado's own websocket_* settings.
     @property
     def ping_interval(self) -> float | None:
         return self.settings.get("websocket_ping_interval", self.hub.config.ping_interval or None)
@@ -134,104 +107,47 @@ class YjsHandler(TokenSafeLogs, tornado.websocket.WebSocketHandler):
     def max_message_size(self) -> int:
         return self.settings.get("websocket_max_message_size", self.hub.config.max_message_bytes)
 
-    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
-        base = super().get_websocket_protocol()
-        if isinstance(base, tornado.websocket.WebSocketProtocol13):
-            return _Protocol(self, False, base.params)
-        return base
-
     def check_origin(self, origin: str) -> bool:
         return origin_allowed(origin, self.request.headers.get("Host"), self.allow_origins)
 
-    async def open(self, *args: Any, **kwargs: Any) -> None:
-        self.set_nodelay(True)
+    async def _upgrade(self, name: str) -> None:
+        """Answer the handshake, then hand the socket to a ``WebSocket``."""
+        server = ServerProtocol(logger=wire_log)
+        headers = Headers(self.request.headers.get_all())
+        response = server.accept(Request(self.request.path, headers))
+        if response.status_code != 101:
+            self.set_status(response.status_code)
+            for key, value in response.headers.raw_items():
+                if key.lower() in _HANDSHAKE_HEADERS:
+                    self.set_header(key, value)
+            self.finish(response.body)
+            return
+        server.send_response(response)
+        greeting = b"".join(server.data_to_send())
+        self.set_status(101)
+        self.application.log_request(self)  # type: ignore[arg-type]
+        stream = self.detach()
+        early = bytes(stream._read_buffer[: stream._read_buffer_size])  # sent after the headers
+        sock = stream.socket
+        if sock is None or stream.closed():
+            return  # the client went away during the handshake
+        stream.io_loop.remove_handler(sock)
+        ip, counter = cast(str, self._ip), self._ip_counter()
+        self._ip = None  # released by the socket when it goes
+        size = self.max_message_size or None
+        release = lambda: counter.release(ip)  # noqa: E731
+        ws = WebSocket(self.hub, self._sockets(), self.permission, ip, size, release)
         try:
-            self.room = await self.hub.join(args[0], self)
-        except CollabError as exc:
-            self._refuse(exc)
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: ws, sock)
+        except OSError as exc:  # the client went away during the handshake
+            log.info("lost %s during the upgrade: %s", ip, exc)
+            counter.release(ip)
+            sock.close()
             return
-        if self.permission.expires is not None:
-            delay = max(0.0, self.permission.expires - self.hub.clock())
-            self._expiry = asyncio.get_running_loop().call_later(
-                delay, self._refuse, Unauthorized("token expired")
-            )
+        await ws.start(name, greeting, early)
 
-    def on_message(self, message: str | bytes) -> None:
-        conn = self.ws_connection
-        if self.room is None or conn is None or conn.is_closing():
-            return  # refused already: frames still in flight are ignored
-        try:
-            if isinstance(message, str):
-                raise UnsupportedData("text frames not supported")
-            self._charge(len(message))
-            cap = self.hub.config.max_awareness_clients
-            limits.check_awareness(message, self.hub.config.max_awareness_bytes, cap)
-            self.hub.receive(self, self.room, message, self.permission.writable)
-            if self.room is not None and 0 < cap < len(self.room.peers.get(self, ())):
-                raise PolicyViolation(f"too many awareness clients (limit {cap})")
-        except CollabError as exc:
-            self._refuse(exc)
-        except Exception:
-            log.exception("error handling a message for %r", self.room.name)
-            self._refuse(CollabError("internal error"))
-
-    def on_close(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-        self._leave()
-        self._release_ip()
-
-    # -- what the hub calls ---------------------------------------------------------
-
-    def send(self, data: bytes) -> None:
-        conn = self.ws_connection
-        if conn is None or conn.is_closing():
-            return
-        if self._writer is None:
-            bound = self.hub.config.max_pending_bytes
-            self._writer = FrameWriter(conn.stream, bound, self._overflow)  # type: ignore[attr-defined]
-        self._writer.send(data)
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        if reason is not None:
-            reason = reason.encode()[:120].decode(errors="ignore")
-        super().close(code, reason)
-
-    # -- internals --------------------------------------------------------------------
-
-    def _overflow(self) -> None:
-        bound = self.hub.config.max_pending_bytes
-        self._refuse(SlowConsumer(f"too far behind: over {bound} bytes waiting"))
-
-    def _charge(self, size: int) -> None:
-        config, now = self.hub.config, time.monotonic()
-        if not self._messages.take(1, now):
-            raise PolicyViolation(f"rate limit: over {config.rate_messages:g} messages/s")
-        if not self._bytes.take(size, now):
-            raise PolicyViolation(f"rate limit: over {config.rate_bytes:g} bytes/s")
-
-    def _refuse(self, exc: CollabError) -> None:
-        """Close with ``exc``'s code and reason, once; log who and why."""
-        conn = self.ws_connection
-        if conn is None or conn.is_closing():
-            return
-        who = f"{self.permission.user or '-'}@{self.request.remote_ip}"
-        room = self.room.name if self.room else "-"
-        log.warning("closing %s on %r: %s (%d)", who, room, exc.reason, exc.close_code)
-        self.hub.metrics.errors.labels(str(exc.close_code)).inc()
-        if isinstance(exc, Unauthorized | Forbidden):
-            # y-websocket reconnects on any close; the auth message says why.
-            auth = protocol.encode(protocol.Auth(exc.reason))
-            with contextlib.suppress(tornado.iostream.StreamClosedError):
-                conn.stream.write(binary_frame(auth))  # type: ignore[attr-defined]
-        self._leave()
-        self.close(exc.close_code, exc.reason)
-
-    def _leave(self) -> None:
-        if self.room is not None:
-            self.hub.leave(self, self.room)
-            self.room = None
-        self._writer = None
+    def _sockets(self) -> Sockets:
+        return Sockets.of(self.application.settings, self.ping_interval, self.ping_timeout)
 
     def _ip_counter(self) -> limits.Counter:
         settings = self.application.settings

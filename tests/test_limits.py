@@ -273,25 +273,25 @@ def _parse_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bool]:
 
 
 def server_side(hub, name: str, client: socket.socket):
-    """The server's handler for the raw socket ``client``."""
+    """The server's end (a ``WebSocket``) of the raw socket ``client``."""
     port = client.getsockname()[1]
     for peer in hub.rooms[name].room.peers:
-        if peer.request.connection.context.address[1] == port:
+        if peer.transport.get_extra_info("peername")[1] == port:
             return peer
     return None
 
 
 async def slow_reader(hub, port: int, name: str):
-    """A client that never reads, and the server's handler for it.
+    """A client that never reads, and the server's end of it.
 
     Loopback send buffers grow to megabytes; a small one on the server's side
     of this socket stands for a slow network, so its output backs up at once.
     """
     sock = await raw_connect(port, f"/ws/{name}")
     await eventually(lambda: server_side(hub, name, sock) is not None)
-    handler = server_side(hub, name, sock)
-    handler.ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    return sock, handler
+    ws = server_side(hub, name, sock)
+    ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    return sock, ws
 
 
 def noise(n: int) -> str:
@@ -304,11 +304,11 @@ async def test_slow_reader_is_closed_1013_while_others_keep_up(
 ) -> None:
     writer = await YClient(ws_url("doc")).connect()
     reader = await YClient(ws_url("doc")).connect()
-    slow, handler = await slow_reader(hub, port, "doc")
+    slow, ws = await slow_reader(hub, port, "doc")
     for _ in range(400):  # 2 KB of incompressible text each: merging cannot save it
         writer.text += noise(2048)
         await asyncio.sleep(0)
-        if handler.ws_connection is None or handler.ws_connection.is_closing():
+        if ws.transport is None or ws.transport.is_closing() or ws.room is None:
             break
     await eventually(lambda: logged(caplog, "too far behind", "(1013)"))
     writer.text += "after"
@@ -325,17 +325,17 @@ async def test_slow_reader_is_closed_1013_while_others_keep_up(
 @limits(max_pending_bytes=64 << 10, rate_messages=0)
 async def test_lagging_reader_gets_updates_merged(config, ws_url, port, hub) -> None:
     writer = await YClient(ws_url("doc")).connect()
-    lagging, handler = await slow_reader(hub, port, "doc")
-    while handler._writer is None or handler._writer.outbox is None:  # fill until held back
+    lagging, ws = await slow_reader(hub, port, "doc")
+    while ws.outbox is None:  # fill until held back
         writer.text += noise(1024)
         await asyncio.sleep(0.001)
     typed = 3000
     for _ in range(typed):  # one message per character, as an editor sends them
         writer.text += "y"
     await eventually(lambda: str(hub.rooms["doc"].room.text) == str(writer.text))
-    outbox = handler._writer.outbox
+    outbox = ws.outbox
     assert outbox is not None and outbox.size <= 64 << 10
-    assert not handler.ws_connection.is_closing()
+    assert ws.room is not None and not ws.transport.is_closing()
 
     replica: Doc = Doc()
     loop = asyncio.get_running_loop()

@@ -1,0 +1,365 @@
+"""One client's WebSocket after the handshake: frames in, frames out, flow control.
+
+Once ``YjsHandler`` has accepted the upgrade, the socket leaves Tornado for an
+asyncio transport driven by ``WebSocket``. The websockets library's sans-I/O
+``Protocol`` parses what arrives (masking, fragments, control frames, the size
+limit, the closing handshake); each binary message goes to the hub. What the hub
+sends was framed once (``binary_frame``) and is written as-is. No coroutine or
+future lives per connection or per message, which is what makes an idle
+connection a few KB and a message a few µs.
+
+Flow control: once a reader's unsent output passes a quarter of
+``max_pending_bytes`` the transport pauses us, and what follows is held in an
+``Outbox`` (updates merge) until the socket drains; past the bound the
+connection is closed with 1013.
+
+Keep-alive: ``Sockets`` pings every live socket on one shared timer and drops
+those that sent nothing, not even a pong, within ``ping_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN, SEND_EOF, Protocol, Side
+
+from . import limits, protocol
+from .auth import Permission
+from .errors import (
+    CollabError,
+    Forbidden,
+    PolicyViolation,
+    SlowConsumer,
+    Unauthorized,
+    UnsupportedData,
+)
+from .frames import binary_frame
+from .hub import Hub
+from .room import Room
+
+__all__ = ["Sockets", "WebSocket"]
+
+log = logging.getLogger("collab.handler")
+
+CLOSE_TIMEOUT = 5.0  # seconds a client has to answer our close frame
+_PING = b"\x89\x00"  # an empty ping frame
+
+
+class _WireLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The websockets library's log, without its line per closed connection."""
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level >= logging.WARNING and self.logger.isEnabledFor(level)
+
+
+wire_log = _WireLog(logging.getLogger("collab.wire"), {})
+
+
+class WebSocket(asyncio.Protocol):
+    """A joined client: what the hub calls a connection.
+
+    Created by the handler with the accepted handshake's response and whatever
+    the client sent after it; ``start`` joins the document.
+    """
+
+    __slots__ = (
+        "_bytes",
+        "_closer",
+        "_expiry",
+        "_fragments",
+        "_messages",
+        "_on_lost",
+        "alive",
+        "hub",
+        "ip",
+        "outbox",
+        "permission",
+        "room",
+        "sockets",
+        "transport",
+        "wire",
+    )
+
+    def __init__(
+        self,
+        hub: Hub,
+        sockets: Sockets,
+        permission: Permission,
+        ip: str,
+        max_size: int | None,
+        on_lost: Callable[[], None],
+    ) -> None:
+        config, now = hub.config, time.monotonic()
+        self.hub = hub
+        self.sockets = sockets
+        self.permission = permission
+        self.ip = ip
+        self.wire = Protocol(Side.SERVER, max_size=max_size, logger=wire_log)
+        self.transport: asyncio.Transport | None = None
+        self.room: Room | None = None
+        self.outbox: limits.Outbox | None = None
+        self.alive = True  # something arrived since the last keep-alive ping
+        self._messages = limits.TokenBucket(config.rate_messages, config.rate_messages_burst, now)
+        burst = max(config.rate_bytes_burst, config.max_message_bytes)
+        self._bytes = limits.TokenBucket(config.rate_bytes, burst, now)
+        self._fragments: list[bytes] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._closer: asyncio.TimerHandle | None = None
+        self._on_lost: Callable[[], None] | None = on_lost
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self, name: str, greeting: bytes, early: bytes) -> None:
+        """Send ``greeting`` (the 101 response), join ``name``, then read.
+
+        ``early`` is what the client sent right after its handshake; reading
+        waits for the join, so no message meets an unloaded document.
+        """
+        assert self.transport is not None
+        self.transport.write(greeting)
+        self.sockets.add(self)  # pinged from now on: nothing may precede the greeting
+        try:
+            self.room = await self.hub.join(name, self)
+        except CollabError as exc:
+            self.refuse(exc)
+            return
+        if self.transport is None:  # gone while the document loaded
+            self._leave()
+            return
+        if self.permission.expires is not None:
+            delay = max(0.0, self.permission.expires - self.hub.clock())
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(delay, self.refuse, Unauthorized("token expired"))
+        if early:
+            self.data_received(early)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.pause_reading()  # until ``start`` has joined the document
+        bound = self.hub.config.max_pending_bytes
+        if bound > 0:
+            self.transport.set_write_buffer_limits(high=max(bound // 4, 1))  # type: ignore[union-attr]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        for timer in (self._expiry, self._closer):
+            if timer is not None:
+                timer.cancel()
+        self._expiry = self._closer = None
+        self._leave()
+        self.sockets.discard(self)
+        if self._on_lost is not None:
+            self._on_lost()
+            self._on_lost = None
+
+    def eof_received(self) -> bool | None:
+        self.wire.receive_eof()
+        self._flush_wire()
+        return None  # the transport closes itself
+
+    # -- reading --------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.alive = True
+        wire = self.wire
+        wire.receive_data(data)
+        for frame in wire.events_received():
+            if self.room is not None:
+                self._frame(frame)
+        if wire.parser_exc is not None and self.room is not None:
+            exc = wire.parser_exc
+            code = wire.close_sent.code if wire.close_sent is not None else 1006
+            self._log_refusal(str(exc) or type(exc).__name__, code)
+            self._leave()
+        self._flush_wire()
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.BINARY and frame.fin:
+            self._message(frame.data)
+        elif opcode is Opcode.TEXT:
+            self.refuse(UnsupportedData("text frames not supported"))
+        elif opcode is Opcode.BINARY:
+            self._fragments = [frame.data]
+        elif opcode is Opcode.CONT and self._fragments is not None:
+            self._fragments.append(frame.data)
+            if frame.fin:
+                message, self._fragments = b"".join(self._fragments), None
+                self._message(message)
+        elif opcode is Opcode.CLOSE:
+            self._leave()
+
+    def _message(self, message: bytes) -> None:
+        room = self.room
+        if room is None:
+            return  # refused already: frames still in flight are ignored
+        config = self.hub.config
+        try:
+            self._charge(len(message))
+            cap = config.max_awareness_clients
+            limits.check_awareness(message, config.max_awareness_bytes, cap)
+            self.hub.receive(self, room, message, self.permission.writable)
+            if self.room is not None and 0 < cap < len(self.room.peers.get(self, ())):
+                raise PolicyViolation(f"too many awareness clients (limit {cap})")
+        except CollabError as exc:
+            self.refuse(exc)
+        except Exception:
+            log.exception("error handling a message for %r", room.name)
+            self.refuse(CollabError("internal error"))
+
+    def _charge(self, size: int) -> None:
+        config, now = self.hub.config, time.monotonic()
+        if not self._messages.take(1, now):
+            raise PolicyViolation(f"rate limit: over {config.rate_messages:g} messages/s")
+        if not self._bytes.take(size, now):
+            raise PolicyViolation(f"rate limit: over {config.rate_bytes:g} bytes/s")
+
+    # -- writing (what the hub calls) -----------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Write ``data`` as one binary frame, or hold it while the reader is behind."""
+        if self.outbox is not None:
+            if not self.outbox.put(data):
+                self.outbox = None
+                bound = self.hub.config.max_pending_bytes
+                self.refuse(SlowConsumer(f"too far behind: over {bound} bytes waiting"))
+            return
+        transport = self.transport
+        if transport is not None and self.wire.state is OPEN:
+            transport.write(binary_frame(data))
+
+    def pause_writing(self) -> None:
+        if self.outbox is None and self.wire.state is OPEN:
+            self.outbox = limits.Outbox(self.hub.config.max_pending_bytes)
+
+    def resume_writing(self) -> None:
+        outbox, self.outbox = self.outbox, None
+        if outbox is not None:
+            for message in outbox.take():
+                self.send(message)
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake; the socket goes after the answer or a timeout."""
+        if self.transport is None or self.wire.state is not OPEN:
+            return
+        self.outbox = None
+        self.wire.send_close(code, reason.encode()[:120].decode(errors="ignore"))
+        self._flush_wire()
+
+    def refuse(self, exc: CollabError) -> None:
+        """Close with ``exc``'s code and reason, once; log who and why."""
+        if self.transport is None or self.wire.state is not OPEN:
+            return
+        self._log_refusal(exc.reason, exc.close_code)
+        if isinstance(exc, Unauthorized | Forbidden):
+            # y-websocket reconnects on any close; the auth message says why.
+            self.transport.write(binary_frame(protocol.encode(protocol.Auth(exc.reason))))
+        self._leave()
+        self.close(exc.close_code, exc.reason)
+
+    def drop(self, reason: str) -> None:
+        """Close at once, without a handshake (the peer is not answering)."""
+        if self.transport is not None:
+            log.info("dropping %s on %r: %s", self._who(), self._room_name(), reason)
+            self._leave()
+            self.transport.abort()
+
+    def ping(self) -> None:
+        if self.transport is not None and self.wire.state is OPEN:
+            self.transport.write(_PING)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _flush_wire(self) -> None:
+        """Write what the protocol produced (pongs, close frames); end the TCP stream."""
+        wire, transport = self.wire, self.transport
+        if transport is None:
+            return
+        for data in wire.data_to_send():
+            if data is SEND_EOF or not data:
+                transport.close()
+                return
+            transport.write(data)
+        if wire.close_expected() and self._closer is None:
+            loop = asyncio.get_running_loop()
+            self._closer = loop.call_later(CLOSE_TIMEOUT, transport.abort)
+
+    def _leave(self) -> None:
+        self._fragments = None
+        if self.room is not None:
+            room, self.room = self.room, None
+            self.hub.leave(self, room)
+
+    def _log_refusal(self, reason: str, code: int) -> None:
+        log.warning("closing %s on %r: %s (%d)", self._who(), self._room_name(), reason, code)
+        self.hub.metrics.errors.labels(str(code)).inc()
+
+    def _who(self) -> str:
+        return f"{self.permission.user or '-'}@{self.ip}"
+
+    def _room_name(self) -> str:
+        return self.room.name if self.room is not None else "-"
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self._who()} {self._room_name()!r}>"
+
+
+class Sockets:
+    """The live sockets of one application: one keep-alive timer for them all.
+
+    Every ``interval`` seconds each socket is pinged; one that has sent nothing
+    (a pong counts) ``timeout`` seconds later is dropped.
+    """
+
+    def __init__(self, interval: float | None, timeout: float | None) -> None:
+        self.interval = interval or 0.0
+        self.timeout = min(timeout or self.interval, self.interval)
+        self.live: set[WebSocket] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, ws: WebSocket) -> None:
+        self.live.add(ws)
+        if self._timer is None and self.interval > 0:
+            self._timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
+
+    def discard(self, ws: WebSocket) -> None:
+        self.live.discard(ws)
+        if not self.live and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def abort_all(self) -> None:
+        """Drop every socket now (for a server that is going away)."""
+        for ws in list(self.live):
+            ws.drop("server going away")
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.timeout >= self.interval:
+            self._check()  # the previous round's answers are due now
+        for ws in list(self.live):
+            ws.alive = False
+            ws.ping()
+        if self.timeout < self.interval:
+            loop.call_later(self.timeout, self._check)
+        self._timer = loop.call_later(self.interval, self._tick) if self.live else None
+
+    def _check(self) -> None:
+        """Drop the sockets silent since the last ping (new ones start alive)."""
+        for ws in [ws for ws in self.live if not ws.alive]:
+            ws.drop(f"no answer to a ping within {self.timeout:g}s")
+
+    @classmethod
+    def of(cls, settings: dict[str, Any], interval: float | None, timeout: float | None) -> Sockets:
+        """The application's ``Sockets`` (kept in its ``settings``)."""
+        sockets = settings.get("collab_sockets")
+        if sockets is None:
+            sockets = settings["collab_sockets"] = cls(interval, timeout)
+        return sockets  # type: ignore[no-any-return]
