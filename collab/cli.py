@@ -122,6 +122,9 @@ async def _serve(config: Config) -> None:
     server = app.listen(
         config.port,
         config.host,
+        # Room for every client of a restarted server reconnecting at once,
+        # instead of a second of SYN retries past Tornado's default of 128.
+        backlog=1024,
         xheaders=False,
         # What a client may make the server hold before it is authenticated:
         # its request head, for a bounded time. The sync and API handlers read

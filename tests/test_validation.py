@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 
 import pytest
 from pycrdt import Doc, Text
 
 from collab import protocol
 from collab.protocol import AwarenessUpdate, SyncStep1, SyncStep2, Update
+from tests.test_limits import raw_connect, read_frames
 from tests.yclient import YClient, eventually
 
 
@@ -81,3 +84,55 @@ async def test_text_frame_that_is_not_utf8_is_refused_1003(ws_url) -> None:
     client.ws.protocol._write_frame(True, 0x1, b"\xff\xfe")  # Tornado's client only sends UTF-8
     await asyncio.wait_for(client.closed.wait(), 10)
     assert (client.close_code, client.close_reason) == (1003, "text frames not supported")
+
+
+def client_frame(first_byte: int, payload: bytes, masked: bool = True) -> bytes:
+    """A client-to-server frame with a chosen first byte (FIN, RSV bits, opcode)."""
+    assert len(payload) < 126
+    if not masked:
+        return bytes([first_byte, len(payload)]) + payload
+    mask = b"\x01\x02\x03\x04"
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([first_byte, 0x80 | len(payload)]) + mask + body
+
+
+WIRE_VIOLATIONS = {
+    "reserved bit set": client_frame(0xC2, b"\x00"),  # RSV1 without a negotiated extension
+    "unmasked frame": client_frame(0x82, b"\x00", masked=False),
+    "unknown opcode": client_frame(0x83, b""),
+    "fragmented ping": client_frame(0x09, b""),
+}
+
+
+@pytest.mark.parametrize("kind", WIRE_VIOLATIONS)
+async def test_websocket_protocol_violation_closes_1002(ws_url, port, caplog, kind: str) -> None:
+    writer = await YClient(ws_url("doc")).connect()
+    watcher = await YClient(ws_url("doc")).connect()
+    bad = await raw_connect(port, "/ws/doc")
+    await asyncio.get_running_loop().sock_sendall(bad, WIRE_VIOLATIONS[kind])
+    opcode, payload = (await read_frames(bad))[-1]
+    assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1002
+    assert len(payload) > 2  # with a reason
+    await eventually(lambda: any("(1002)" in r.getMessage() for r in caplog.records))
+    bad.close()
+    writer.text += "still fine"
+    await eventually(lambda: str(watcher.text) == "still fine")
+    assert writer.close_code is None and watcher.close_code is None
+
+
+async def test_frames_sent_right_after_the_handshake_are_applied(ws_url, port, hub) -> None:
+    """A client may pipeline its first frames behind the upgrade request."""
+    watcher = await YClient(ws_url("doc")).connect()
+    update = protocol.encode(Update(valid_update("pipelined")))
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    request = (
+        f"GET /ws/doc HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    await loop.sock_sendall(sock, request + client_frame(0x82, update))  # one packet
+    await eventually(lambda: str(watcher.text) == "pipelined")
+    sock.close()
