@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from . import policy
 from .config import Config
 from .errors import DocumentDeleted, Overloaded, PolicyViolation, ShuttingDown
+from .limits import coalesce
 from .metrics import Metrics
 from .room import Effects, Room
 from .store import DocInfo, FileStore, Log, MemoryStore, Store
@@ -103,6 +104,8 @@ class _Slot:
     # fsync="always": what waits for the group commit, in arrival order
     held: deque[_Held] = field(default_factory=deque)
     flushing: asyncio.Future[None] | None = None
+    # relays waiting for the end of this event-loop iteration: (sender, frames) runs
+    outgoing: list[tuple[Connection | None, list[bytes]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,13 +327,36 @@ class Hub:
             self._schedule_unload(slot)
 
     def _relay(self, slot: _Slot, frames: list[bytes], exclude: Connection | None) -> None:
-        peers = [peer for peer in slot.room.peers if peer is not exclude]
-        for frame in frames:
-            for peer in peers:
-                peer.send(frame)  # type: ignore[attr-defined]
-            self.metrics.bytes_out += len(frame) * len(peers)
-        if frames and peers:
-            self.metrics.updates_out += len(peers) * len(frames)
+        """Send ``frames`` to every peer but ``exclude`` once this loop iteration ends.
+
+        What arrives together goes out together: a run of frames from one
+        sender is merged (``coalesce``: one update, the newest awareness per
+        client) and framed once for all peers. Under load a burst of small
+        updates then costs one write per peer, not one per update.
+        """
+        if not frames:
+            return
+        outgoing = slot.outgoing
+        if outgoing and outgoing[-1][0] is exclude:
+            outgoing[-1][1].extend(frames)
+            return
+        outgoing.append((exclude, list(frames)))
+        if len(outgoing) == 1:
+            asyncio.get_running_loop().call_soon(self._fan_out, slot)
+
+    def _fan_out(self, slot: _Slot) -> None:
+        batch, slot.outgoing = slot.outgoing, []
+        peers = slot.room.peers
+        for sender, frames in batch:
+            if len(frames) > 1:
+                self.metrics.merged += len(frames)
+                frames = coalesce(frames)
+            receivers = [peer for peer in peers if peer is not sender]
+            for frame in frames:
+                for peer in receivers:
+                    peer.send(frame)
+                self.metrics.bytes_out += len(frame) * len(receivers)
+            self.metrics.updates_out += len(receivers) * len(frames)
 
     # -- persistence ------------------------------------------------------------
 

@@ -19,6 +19,7 @@ _COUNTERS = {
     "updates_out": "Document update and awareness frames sent to clients",
     "bytes_in": "Bytes received from clients",
     "bytes_out": "Bytes sent to clients",
+    "merged": "Frames merged with others that arrived together before being relayed",
 }
 
 
@@ -30,6 +31,7 @@ class Metrics:
         self.updates_out = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        self.merged = 0
         self.connections = 0
         self.documents: Callable[[], int] = lambda: 0
         self.registry = CollectorRegistry()

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
+import pytest
+from pycrdt import Doc, Text
+
+from collab import protocol
+from collab.protocol import Update
 from collab.room import Room
+from tests.test_limits import raw_connect
+from tests.test_validation import client_frame
 from tests.yclient import YClient, eventually
 
 
@@ -44,3 +51,26 @@ async def test_raw_and_encoded_names_reach_one_document(ws_url, name, hub):
     raw.text.insert(0, "same")
     await eventually(lambda: str(encoded.text) == "same")
     assert list(hub.rooms) == [name]
+
+
+async def test_updates_arriving_together_are_relayed_merged(ws_url, port, hub):
+    """A burst of updates read in one go reaches the other peers as far fewer frames."""
+    watcher = await YClient(ws_url("burst")).connect()
+    received: list[bytes] = []
+    watcher.on_frame = received.append
+
+    writer: Doc = Doc()
+    text = writer.get("content", type=Text)
+    updates: list[bytes] = []
+    writer.observe(lambda event: updates.append(event.update))
+    for i in range(50):
+        text.insert(len(text), f"<{i}>")
+    burst = b"".join(client_frame(0x82, protocol.encode(Update(u))) for u in updates)
+
+    sock = await raw_connect(port, "/ws/burst")
+    await asyncio.get_running_loop().sock_sendall(sock, burst)  # 50 frames in one write
+    await eventually(lambda: str(watcher.text) == str(text))
+    relayed = [f for f in received if isinstance(protocol.decode(f), Update)]
+    assert len(relayed) < len(updates) / 5
+    assert hub.metrics.merged >= len(updates) - 5 * len(relayed)
+    sock.close()
