@@ -143,7 +143,10 @@ async def _serve(config: Config) -> None:
     log.info("shutting down: flushing documents")
     server.stop()
     await hub.close()
+    sockets = app.settings.get("collab_sockets")
     try:
+        if sockets is not None:  # WebSockets finishing their closing handshake
+            await sockets.closed(timeout=5)
         await asyncio.wait_for(server.close_all_connections(), timeout=5)
     except TimeoutError:
         log.warning("some connections did not close in time")

@@ -122,21 +122,26 @@ class WebSocket(asyncio.Protocol):
         """
         assert self.transport is not None
         self.transport.write(greeting)
-        self.sockets.add(self)  # pinged from now on: nothing may precede the greeting
         try:
             self.room = await self.hub.join(name, self)
         except CollabError as exc:
-            self.refuse(exc)
+            self.refuse(exc)  # and read on, for the client's answer to the close
+        except Exception:
+            log.exception("error joining %r", name)
+            self.refuse(CollabError("internal error"))
+        else:
+            if self.transport is None:  # gone while the document loaded
+                self._leave()
+                return
+            if self.permission.expires is not None:
+                delay = max(0.0, self.permission.expires - self.hub.clock())
+                loop = asyncio.get_running_loop()
+                self._expiry = loop.call_later(delay, self.refuse, Unauthorized("token expired"))
+        if self.transport is None:
             return
-        if self.transport is None:  # gone while the document loaded
-            self._leave()
-            return
-        if self.permission.expires is not None:
-            delay = max(0.0, self.permission.expires - self.hub.clock())
-            loop = asyncio.get_running_loop()
-            self._expiry = loop.call_later(delay, self.refuse, Unauthorized("token expired"))
+        self.sockets.add(self)  # pinged from now on, while its answers are read
         if early:
-            self.data_received(early)
+            self.data_received(early)  # frames are ignored if refused, but parsed
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
@@ -232,7 +237,7 @@ class WebSocket(asyncio.Protocol):
                 self.refuse(SlowConsumer(f"too far behind: over {bound} bytes waiting"))
             return
         transport = self.transport
-        if transport is not None and self.wire.state is OPEN:
+        if transport is not None and self.wire.state is OPEN and not transport.is_closing():
             transport.write(binary_frame(data))
 
     def pause_writing(self) -> None:
@@ -284,10 +289,11 @@ class WebSocket(asyncio.Protocol):
             return
         for data in wire.data_to_send():
             if data is SEND_EOF or not data:
-                transport.close()
-                return
+                transport.close()  # once the buffer is flushed...
+                break
             transport.write(data)
-        if wire.close_expected() and self._closer is None:
+        if wire.state is not OPEN and self._closer is None:
+            # ...or a while after our close frame, if the client never reads or answers
             loop = asyncio.get_running_loop()
             self._closer = loop.call_later(CLOSE_TIMEOUT, transport.abort)
 
@@ -320,9 +326,10 @@ class Sockets:
 
     def __init__(self, interval: float | None, timeout: float | None) -> None:
         self.interval = interval or 0.0
-        self.timeout = min(timeout or self.interval, self.interval)
+        self.timeout = min(timeout or 0.0, self.interval)  # 0: ping, never drop
         self.live: set[WebSocket] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._empty: asyncio.Future[None] | None = None
 
     def add(self, ws: WebSocket) -> None:
         self.live.add(ws)
@@ -331,23 +338,35 @@ class Sockets:
 
     def discard(self, ws: WebSocket) -> None:
         self.live.discard(ws)
-        if not self.live and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if not self.live:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._empty is not None and not self._empty.done():
+                self._empty.set_result(None)
 
-    def abort_all(self) -> None:
-        """Drop every socket now (for a server that is going away)."""
-        for ws in list(self.live):
-            ws.drop("server going away")
+    async def closed(self, timeout: float) -> None:
+        """Wait until every socket is closed; past ``timeout`` seconds, drop the rest.
+
+        For shutdown, after the hub has sent every socket its close frame.
+        """
+        if not self.live:
+            return
+        self._empty = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._empty), timeout)
+        except TimeoutError:
+            for ws in list(self.live):
+                ws.drop("server shutting down")
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.timeout >= self.interval:
+        if self.timeout >= self.interval > 0:
             self._check()  # the previous round's answers are due now
         for ws in list(self.live):
             ws.alive = False
             ws.ping()
-        if self.timeout < self.interval:
+        if 0 < self.timeout < self.interval:
             loop.call_later(self.timeout, self._check)
         self._timer = loop.call_later(self.interval, self._tick) if self.live else None
 

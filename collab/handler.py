@@ -19,6 +19,7 @@ import asyncio
 import logging
 from typing import Any, cast
 
+import tornado.iostream
 import tornado.web
 from websockets.datastructures import Headers
 from websockets.http11 import Request
@@ -30,6 +31,7 @@ from .connection import Sockets, WebSocket, wire_log
 from .errors import CollabError, Forbidden, Unauthorized
 from .hub import Hub
 from .logs import TokenSafeLogs
+from .stream_transport import IOStreamTransport
 
 __all__ = ["YjsHandler"]
 
@@ -127,23 +129,27 @@ class YjsHandler(TokenSafeLogs, tornado.web.RequestHandler):
         self.set_status(101)
         self.application.log_request(self)  # type: ignore[arg-type]
         stream = self.detach()
-        early = bytes(stream._read_buffer[: stream._read_buffer_size])  # sent after the headers
-        sock = stream.socket
-        if sock is None or stream.closed():
+        if stream.closed() or stream.socket is None:
             return  # the client went away during the handshake
-        stream.io_loop.remove_handler(sock)
         ip, counter = cast(str, self._ip), self._ip_counter()
         self._ip = None  # released by the socket when it goes
         size = self.max_message_size or None
         release = lambda: counter.release(ip)  # noqa: E731
         ws = WebSocket(self.hub, self._sockets(), self.permission, ip, size, release)
-        try:
-            await asyncio.get_running_loop().connect_accepted_socket(lambda: ws, sock)
-        except OSError as exc:  # the client went away during the handshake
-            log.info("lost %s during the upgrade: %s", ip, exc)
-            counter.release(ip)
-            sock.close()
-            return
+        early = b""
+        if isinstance(stream, tornado.iostream.SSLIOStream):
+            IOStreamTransport(stream, ws)  # TLS stays with Tornado; reads start after the join
+        else:
+            early = bytes(stream._read_buffer[: stream._read_buffer_size])  # after the headers
+            sock = stream.socket
+            stream.io_loop.remove_handler(sock)
+            try:
+                await asyncio.get_running_loop().connect_accepted_socket(lambda: ws, sock)
+            except Exception as exc:
+                log.info("lost %s during the upgrade: %s", ip, exc)
+                counter.release(ip)
+                sock.close()
+                return
         await ws.start(name, greeting, early)
 
     def _sockets(self) -> Sockets:

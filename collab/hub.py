@@ -19,7 +19,13 @@ from typing import Any, Protocol
 
 from . import policy
 from .config import Config
-from .errors import DocumentDeleted, Overloaded, PolicyViolation, ShuttingDown
+from .errors import (
+    DocumentDeleted,
+    DocumentUnavailable,
+    Overloaded,
+    PolicyViolation,
+    ShuttingDown,
+)
 from .limits import coalesce
 from .metrics import Metrics
 from .room import Effects, Room
@@ -104,6 +110,7 @@ class _Slot:
     # fsync="always": what waits for the group commit, in arrival order
     held: deque[_Held] = field(default_factory=deque)
     flushing: asyncio.Future[None] | None = None
+    failed: bool = False  # an update could not be logged: being evicted unsaved
     # relays waiting for the end of this event-loop iteration: (sender, frames) runs
     outgoing: list[tuple[Connection | None, list[bytes]]] = field(default_factory=list)
 
@@ -276,11 +283,13 @@ class Hub:
         slot = self.rooms.get(room.name)
         if slot is None or slot.room is not room:
             raise DocumentDeleted("document was deleted")
+        if slot.failed:
+            raise DocumentUnavailable("could not persist the update")
         self.metrics.bytes_in += len(data)
         effects = room.receive(conn, data, writable=writable)
         if effects.update is not None:
             self.metrics.updates_in += 1
-            self._append(slot, effects.update)
+            self._append_or_evict(slot, effects.update)
         durability = slot.durability
         always = self.config.fsync == "always" and durability is not None
         if always and (durability.dirty or slot.held):  # type: ignore[union-attr]
@@ -370,6 +379,37 @@ class Hub:
         if compact and slot.compacting is None:
             slot.compacting = self._spawn(self._compact(slot, force=False))
 
+    def _append_or_evict(self, slot: _Slot, update: bytes) -> None:
+        """``_append``; if the log cannot take the update, evict the document.
+
+        The update is already in memory but not on disk, so the room must not
+        serve it to anyone: every connection is closed (1011) and the document
+        is dropped unsaved. The next connection loads it from disk again, and
+        a reconnecting client sends what the server did not keep.
+
+        Raises:
+            DocumentUnavailable: the update could not be written.
+        """
+        try:
+            self._append(slot, update)
+        except OSError as exc:
+            log.error("cannot append to the log of %r (%s): evicting it unsaved", slot.name, exc)
+            slot.failed = True
+            for peer in list(slot.room.peers):
+                peer.close(DocumentUnavailable.close_code, "could not persist the update")
+            slot.outgoing.clear()
+            if slot.unloading is None:  # joins wait for it, then load from disk
+                slot.unloading = asyncio.get_running_loop().create_future()
+                self._spawn(self._evict(slot))
+            raise DocumentUnavailable("could not persist the update") from exc
+
+    async def _evict(self, slot: _Slot) -> None:
+        """Drop a failed document once a snapshot being written (without the update) is done."""
+        async with slot.lock:
+            self._drop(slot)
+        assert slot.unloading is not None
+        slot.unloading.set_result(None)
+
     def _observe_fsync(self, seconds: float) -> None:
         self.metrics.persist_seconds.labels("fsync").observe(seconds)
 
@@ -381,6 +421,8 @@ class Hub:
         """Write the state as a snapshot and start a new log."""
         try:
             async with slot.lock:
+                if self.rooms.get(slot.name) is not slot or slot.failed:
+                    return  # dropped meanwhile (deleted), or being evicted unsaved
                 if slot.since_snapshot <= 0 and not force:
                     return
                 await self._write_snapshot(slot)
@@ -444,7 +486,7 @@ class Hub:
         slot = await self._open(name)
         effects = slot.room.replace_text(text)
         if effects.update is not None:
-            self._append(slot, effects.update)
+            self._append_or_evict(slot, effects.update)
             if self.config.fsync == "always":
                 await self._flush(slot)
         self._relay(slot, effects.relay, exclude=None)

@@ -49,6 +49,9 @@ class Effects:
     relay: list[bytes] = field(default_factory=list)
 
 
+_EMPTY_STATE = b"\x00"  # the state vector of a document with nothing in it
+
+
 class Room:
     """The Yjs document of one name, its awareness states and its peers."""
 
@@ -58,10 +61,12 @@ class Room:
         self.peers: dict[Peer, set[int]] = {}
         self.awareness: dict[int, AwarenessEntry] = {}
         self._changes: list[bytes] = []
+        self._full_step2: bytes | None = None  # step 2 for an empty state vector
         self._subscription = self.doc.observe(self._on_transaction)
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         self._changes.append(event.update)
+        self._full_step2 = None
 
     def _take_change(self) -> bytes | None:
         changes, self._changes = self._changes, []
@@ -131,11 +136,23 @@ class Room:
         raise ProtocolError("unhandled message")  # pragma: no cover
 
     def _step2(self, state_vector: bytes) -> bytes:
+        """The update ``state_vector`` lacks, as a step 2 frame.
+
+        A fresh client (empty state vector) gets the whole document; that frame
+        is kept until the document changes, so a crowd joining an unchanged
+        document costs one encoding.
+        """
+        fresh = state_vector == _EMPTY_STATE
+        if fresh and self._full_step2 is not None:
+            return self._full_step2
         try:
             update = self.doc.get_update(state_vector)
         except ValueError:
             raise ProtocolError("invalid state vector") from None
-        return protocol.encode(SyncStep2(update))
+        frame = protocol.encode(SyncStep2(update))
+        if fresh:
+            self._full_step2 = frame
+        return frame
 
     def _apply(self, update: bytes, frame: bytes | None = None) -> Effects:
         try:

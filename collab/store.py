@@ -25,6 +25,7 @@ deals with it: serving it empty would let the empty state overwrite the real one
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -152,8 +153,21 @@ class FileLog:
         self._dir_synced = not new
 
     def append(self, payload: bytes) -> None:
+        """Write one record through to the OS, whole or not at all.
+
+        Raises:
+            OSError: the record could not be written (e.g. ENOSPC); the log is
+                left as it was, so later records never follow a torn one.
+        """
         record = _frame(payload)
-        os.write(self._fd, record)
+        try:
+            written = os.write(self._fd, record)
+        except OSError:
+            os.ftruncate(self._fd, self.size)
+            raise
+        if written != len(record):  # a nearly full disk writes short instead of failing
+            os.ftruncate(self._fd, self.size)
+            raise OSError(errno.ENOSPC, f"short write to {self.path.name}")
         self.size += len(record)
 
     def sync(self) -> None:

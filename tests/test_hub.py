@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import threading
 import weakref
@@ -27,6 +28,7 @@ class RecordingStore(FileStore):
         self.synced = 0
         self.release = threading.Event()
         self.release.set()
+        self.disk_full = False  # appends fail with ENOSPC while set
 
     def load(self, name):
         self.loads += 1
@@ -46,6 +48,8 @@ class _RecordingLog:
         return self.inner.size
 
     def append(self, payload: bytes) -> None:
+        if self.store.disk_full:
+            raise OSError(errno.ENOSPC, "No space left on device")
         self.inner.append(payload)
         self.store.appended += 1
 
@@ -220,3 +224,24 @@ def _text_of(updates: list[bytes]) -> str:
     for u in updates:
         doc.apply_update(u)
     return str(doc.get("content", type=Text))
+
+
+async def test_an_update_the_disk_cannot_take_is_never_served(hub, store, ws_url, caplog):
+    """Disk full: the document is evicted unsaved, nobody sees the update, nothing is lost."""
+    writer = await YClient(ws_url("full"), client_id=1).connect()
+    watcher = await YClient(ws_url("full"), client_id=2).connect()
+    writer.text += "kept "
+    await eventually(lambda: str(watcher.text) == "kept ")
+
+    store.disk_full = True
+    writer.text += "unwritable"
+    await eventually(lambda: writer.closed.is_set() and watcher.closed.is_set())
+    assert writer.close_code == 1011 and watcher.close_code == 1011
+    assert str(watcher.text) == "kept "  # never relayed
+    assert "full" not in hub.rooms and "cannot append" in caplog.text
+
+    store.disk_full = False
+    fresh = await YClient(ws_url("full"), client_id=3).connect()
+    assert str(fresh.text) == "kept "  # reloaded from disk: the unlogged update is not served
+    await writer.connect()  # the writer reconnects with its edits
+    await eventually(lambda: str(fresh.text) == "kept unwritable")

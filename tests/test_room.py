@@ -67,6 +67,22 @@ def test_step1_is_answered_with_the_missing_update():
     assert effects.update is None and effects.relay == []
 
 
+def test_fresh_clients_share_one_encoding_until_the_document_changes():
+    room = Room("doc")
+    writer = ClientDoc(room, client_id=1)
+    writer.edit(lambda t: t.insert(0, "hello"))
+    fresh = protocol.encode(SyncStep1(Doc().get_state()))
+    (first,) = room.receive("a", fresh).reply
+    (second,) = room.receive("b", fresh).reply
+    assert second is first  # encoded once
+
+    writer.edit(lambda t: t.insert(5, " world"))
+    (third,) = room.receive("c", fresh).reply
+    client = Doc()
+    client.apply_update(protocol.decode(third).update)
+    assert str(client.get("content", type=Text)) == "hello world"
+
+
 def test_an_update_is_logged_and_relayed_once():
     room = Room("doc")
     a = ClientDoc(room, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 
@@ -43,10 +44,15 @@ class YClient:
     """Speaks y-websocket to one document; ``text`` is its ``content`` Y.Text."""
 
     def __init__(
-        self, url: str, client_id: int | None = None, headers: dict[str, str] | None = None
+        self,
+        url: str,
+        client_id: int | None = None,
+        headers: dict[str, str] | None = None,
+        ssl_options: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
         self.headers = headers or {}
+        self.ssl_options = ssl_options
         self.doc: Doc = Doc(client_id=client_id) if client_id is not None else Doc()
         self.text = self.doc.get("content", type=Text)
         self.awareness: dict[int, AwarenessEntry] = {}
@@ -69,7 +75,8 @@ class YClient:
         """Open the socket and sync (again: offline edits are sent on reconnect)."""
         self.synced.clear()
         self.closed.clear()
-        self.ws = await websocket_connect(HTTPRequest(self.url, headers=self.headers))
+        request = HTTPRequest(self.url, headers=self.headers, ssl_options=self.ssl_options)
+        self.ws = await websocket_connect(request)
         self._reader = asyncio.ensure_future(self._read())
         self.send(protocol.encode(SyncStep1(self.doc.get_state())))
         if wait_synced:
