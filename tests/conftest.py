@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+# pytest imports tracemalloc lazily inside its unraisable-exception hook; if a
+# garbage-collected client warns during that import, the hook re-enters the
+# half-imported module and fails the test. Imported here, it is complete.
+import tracemalloc  # noqa: F401
+
 # Imported here, at the top of the stack: CPython 3.11.7 can fail with "AST constructor
 # recursion depth mismatch" when pytest first imports hypothesis deep inside a test run.
 import hypothesis  # noqa: F401

@@ -110,6 +110,7 @@ class YClient:
             if data is None:
                 self.close_code = self.ws.close_code
                 self.close_reason = self.ws.close_reason
+                self.ws.close()  # closed by the server: release the client's side too
                 self.closed.set()
                 return
             assert isinstance(data, bytes)

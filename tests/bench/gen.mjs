@@ -391,7 +391,7 @@ async function throughput () {
     else if (best === null) {
       if (rate <= spec.min_rate) break
       rate = Math.max(spec.min_rate, Math.round(rate / 2))
-    } else if (fail / best > 1.2) rate = Math.round(Math.sqrt(best * fail))
+    } else if (fail / best > (spec.resolution ?? 1.2)) rate = Math.round(Math.sqrt(best * fail))
     else break
     await sleep(500)
   }
