@@ -53,6 +53,12 @@ class DocSummary:
     clients: int
 
 
+# Group commits of one log start at most this often (seconds). An fsync takes
+# ~0.2 ms of wall time and ~0.07 ms of CPU here; back to back under load they
+# would eat half a core, while a 2 ms window lets each cover more updates.
+GROUP_COMMIT_WINDOW = 0.002
+
+
 class _Durability:
     """Group commit for one log: one fsync covers every write before it."""
 
@@ -62,6 +68,7 @@ class _Durability:
         self.synced = 0
         self._inflight: asyncio.Future[None] | None = None
         self._on_sync = on_sync
+        self._started = -GROUP_COMMIT_WINDOW  # loop time the last fsync began
 
     @property
     def dirty(self) -> bool:
@@ -82,10 +89,15 @@ class _Durability:
         self.synced = self.written
 
     async def _sync(self) -> None:
-        target = self.written
-        start = time.perf_counter()
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self.log.sync)
+            wait = self._started + GROUP_COMMIT_WINDOW - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)  # updates arriving meanwhile join this commit
+            target = self.written
+            self._started = loop.time()
+            start = time.perf_counter()
+            await loop.run_in_executor(None, self.log.sync)
             self.synced = max(self.synced, target)
         finally:
             self._inflight = None
