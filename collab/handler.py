@@ -16,6 +16,7 @@ it lives. Every refusal logs who and why.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any, cast
 
@@ -134,7 +135,7 @@ class YjsHandler(TokenSafeLogs, tornado.web.RequestHandler):
         ip, counter = cast(str, self._ip), self._ip_counter()
         self._ip = None  # released by the socket when it goes
         size = self.max_message_size or None
-        release = lambda: counter.release(ip)  # noqa: E731
+        release = functools.partial(counter.release, ip)
         ws = WebSocket(self.hub, self._sockets(), self.permission, ip, size, release)
         early = b""
         if isinstance(stream, tornado.iostream.SSLIOStream):
