@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8888
 DATA_DIR ?= ./data
 
-.PHONY: install install-test web run test bench lint clean
+.PHONY: install install-test web run test bench lint types clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,9 @@ bench: install-test $(VENV)/.installed-bench tests/bench/node_modules/.package-l
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check collab tests
+
+types: $(VENV)/.installed-test
+	$(VENV)/bin/mypy --strict collab
 
 clean:
 	rm -rf $(VENV) web/node_modules tests/js/node_modules $(STATIC) build *.egg-info

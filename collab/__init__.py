@@ -6,12 +6,13 @@ Embedding::
     app = tornado.web.Application([*my_routes, *collab.routes(hub, prefix="/collab")])
 """
 
-from .app import make_app, routes
-from .auth import JwtAuthorizer, Permission
-from .config import Config
-from .errors import CollabError, Forbidden, Unauthorized
-from .handler import YjsHandler
-from .hub import Hub
+from .core.auth import Permission
+from .core.config import Config
+from .core.errors import CollabError, Forbidden, Unauthorized
+from .server.hub import Hub
+from .server.tokens import JwtAuthorizer
+from .tornado.app import make_app, routes
+from .tornado.handler import YjsHandler
 
 __all__ = [
     "CollabError",

@@ -15,10 +15,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .auth import MIN_SECRET_BYTES
-from .config import Config
-from .room import Room
-from .store import FileStore, StoreLocked
+from .core.auth import MIN_SECRET_BYTES
+from .core.config import Config
+from .core.room import Room
+from .storage import FileStore, StoreLocked
 
 __all__ = ["main"]
 
@@ -114,8 +114,8 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 async def _serve(config: Config) -> None:
-    from .app import make_app
-    from .hub import Hub
+    from .server.hub import Hub
+    from .tornado.app import make_app
 
     hub = Hub(config)
     app = make_app(config, hub)

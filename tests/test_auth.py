@@ -15,9 +15,11 @@ import tornado.web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from collab import Config, Forbidden, Hub, Permission, Unauthorized, make_app, protocol, routes
-from collab.auth import JwtAuthorizer, allow_all, origin_allowed, redact, token_of
-from collab.protocol import Auth
+from collab import Config, Forbidden, Hub, Permission, Unauthorized, make_app, routes
+from collab.core import protocol
+from collab.core.auth import allow_all, origin_allowed, redact, token_of
+from collab.core.protocol import Auth
+from collab.server.tokens import JwtAuthorizer
 from tests.jsclient import JS_DIR, require_node
 from tests.yclient import YClient, eventually
 

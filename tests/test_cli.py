@@ -13,7 +13,7 @@ from pathlib import Path
 from pycrdt import Doc, Text
 
 from collab import cli
-from collab.store import FileStore
+from collab.storage import FileStore
 from tests.server import free_port
 
 ROOT = Path(__file__).parent.parent

@@ -22,9 +22,10 @@ from pycrdt import Doc, Map
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.websocket import WebSocketClosedError, websocket_connect
 
-from collab import Config, protocol
-from collab.errors import ProtocolError
-from collab.protocol import (
+from collab import Config
+from collab.core import protocol
+from collab.core.errors import ProtocolError
+from collab.core.protocol import (
     Auth,
     AwarenessEntry,
     AwarenessUpdate,

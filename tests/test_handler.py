@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from pycrdt import Doc, Text
 
-from collab import protocol
-from collab.protocol import Update
-from collab.room import Room
+from collab.core import protocol
+from collab.core.protocol import Update
+from collab.core.room import Room
 from tests.test_limits import raw_connect
 from tests.test_validation import client_frame
 from tests.yclient import YClient, eventually

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from collab import Config, Hub, protocol
-from collab.protocol import SyncStep1, Update
-from collab.store import FileLog, FileStore
+from collab import Config, Hub
+from collab.core import protocol
+from collab.core.protocol import SyncStep1, Update
+from collab.storage import FileLog, FileStore
 from tests.yclient import YClient, eventually
 
 

@@ -16,10 +16,11 @@ import pytest
 from pycrdt import Doc, Text
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from collab import Config, protocol
-from collab.errors import MessageTooBig, PolicyViolation
-from collab.limits import Counter, Outbox, TokenBucket, check_awareness, coalesce
-from collab.protocol import AwarenessEntry, AwarenessUpdate, QueryAwareness, SyncStep1, Update
+from collab import Config
+from collab.core import protocol
+from collab.core.errors import MessageTooBig, PolicyViolation
+from collab.core.limits import Counter, Outbox, TokenBucket, check_awareness, coalesce
+from collab.core.protocol import AwarenessEntry, AwarenessUpdate, QueryAwareness, SyncStep1, Update
 from tests.yclient import YClient, eventually
 
 # -- the pure rules --------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tornado.websocket import websocket_connect
 
-from collab import Config, names, protocol
-from collab.errors import BadName
-from collab.protocol import Update
+from collab import Config
+from collab.core import names, protocol
+from collab.core.errors import BadName
+from collab.core.protocol import Update
 from tests.test_validation import valid_update
 
 _STEM = re.compile(r"^(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+$|^~h[0-9a-f]{64}$")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from collab import protocol
-from collab.errors import ProtocolError
-from collab.protocol import (
+from collab.core import protocol
+from collab.core.errors import ProtocolError
+from collab.core.protocol import (
     Auth,
     AwarenessEntry,
     AwarenessUpdate,

@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Map, Text
 
-from collab import protocol
-from collab.errors import CollabError, ProtocolError
-from collab.limits import check_awareness, coalesce
-from collab.protocol import (
+from collab.core import protocol
+from collab.core.errors import CollabError, ProtocolError
+from collab.core.limits import check_awareness, coalesce
+from collab.core.protocol import (
     Auth,
     AwarenessEntry,
     AwarenessUpdate,
@@ -22,7 +22,7 @@ from collab.protocol import (
     SyncStep2,
     Update,
 )
-from collab.room import Room
+from collab.core.room import Room
 
 QUICK = settings(max_examples=100, deadline=None, database=None)
 FUZZ = settings(

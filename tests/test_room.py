@@ -7,9 +7,9 @@ import random
 import pytest
 from pycrdt import Doc, Text
 
-from collab import protocol
-from collab.errors import BadUpdate, ProtocolError
-from collab.protocol import (
+from collab.core import protocol
+from collab.core.errors import BadUpdate, ProtocolError
+from collab.core.protocol import (
     AwarenessEntry,
     AwarenessUpdate,
     QueryAwareness,
@@ -17,7 +17,7 @@ from collab.protocol import (
     SyncStep2,
     Update,
 )
-from collab.room import Room
+from collab.core.room import Room
 
 
 class ClientDoc:

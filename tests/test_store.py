@@ -7,8 +7,8 @@ import os
 import pytest
 from pycrdt import Doc, Text
 
-from collab.errors import DocumentUnavailable
-from collab.store import FileStore, MemoryStore, StoreLocked
+from collab.core.errors import DocumentUnavailable
+from collab.storage import FileStore, MemoryStore, StoreLocked
 
 
 def updates(n: int) -> list[bytes]:

@@ -9,8 +9,8 @@ import struct
 import pytest
 from pycrdt import Doc, Text
 
-from collab import protocol
-from collab.protocol import AwarenessUpdate, SyncStep1, SyncStep2, Update
+from collab.core import protocol
+from collab.core.protocol import AwarenessUpdate, SyncStep1, SyncStep2, Update
 from tests.test_limits import raw_connect, read_frames
 from tests.yclient import YClient, eventually
 

@@ -11,8 +11,8 @@ from pycrdt import Doc, Text, TransactionEvent
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from collab import protocol
-from collab.protocol import (
+from collab.core import protocol
+from collab.core.protocol import (
     AwarenessEntry,
     AwarenessUpdate,
     SyncStep1,

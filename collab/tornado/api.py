@@ -10,10 +10,11 @@ from typing import Any
 
 import tornado.web
 
-from . import names
-from .auth import Authorize, Permission, allow_all, permit
-from .errors import CollabError, Forbidden, Unauthorized
-from .hub import Hub
+from ..core import names
+from ..core.auth import Authorize, Permission, allow_all
+from ..core.errors import CollabError, Forbidden, Unauthorized
+from ..server.hub import Hub
+from ..server.tokens import permit
 from .logs import TokenSafeLogs
 
 __all__ = ["DocHandler", "DocsHandler", "HealthHandler", "MetricsHandler", "TextHandler"]

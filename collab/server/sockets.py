@@ -28,9 +28,9 @@ from typing import Any
 from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN, SEND_EOF, Protocol, Side
 
-from . import limits, protocol
-from .auth import Permission
-from .errors import (
+from ..core import limits, protocol
+from ..core.auth import Permission
+from ..core.errors import (
     CollabError,
     Forbidden,
     PolicyViolation,
@@ -38,9 +38,9 @@ from .errors import (
     Unauthorized,
     UnsupportedData,
 )
+from ..core.room import Room
 from .frames import binary_frame
 from .hub import Hub
-from .room import Room
 
 __all__ = ["Sockets", "WebSocket"]
 

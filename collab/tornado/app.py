@@ -7,11 +7,12 @@ from typing import Any
 
 import tornado.web
 
+from ..core.auth import Authorize, allow_all
+from ..core.config import Config
+from ..server.hub import Hub
+from ..server.tokens import JwtAuthorizer
 from .api import DocHandler, DocsHandler, HealthHandler, MetricsHandler, TextHandler
-from .auth import Authorize, JwtAuthorizer, allow_all
-from .config import Config
 from .handler import YjsHandler
-from .hub import Hub
 from .pages import EditorPageHandler, HomePageHandler, static_dir
 
 __all__ = ["make_app", "routes"]

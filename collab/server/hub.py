@@ -17,19 +17,19 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import policy
-from .config import Config
-from .errors import (
+from ..core import policy
+from ..core.config import Config
+from ..core.errors import (
     DocumentDeleted,
     DocumentUnavailable,
     Overloaded,
     PolicyViolation,
     ShuttingDown,
 )
-from .limits import coalesce
+from ..core.limits import coalesce
+from ..core.room import Effects, Room
+from ..storage import DocInfo, FileStore, Log, MemoryStore, Store
 from .metrics import Metrics
-from .room import Effects, Room
-from .store import DocInfo, FileStore, Log, MemoryStore, Store
 
 __all__ = ["Connection", "DocSummary", "Hub"]
 

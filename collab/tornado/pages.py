@@ -5,8 +5,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from . import names
-from .errors import BadName
+from ..core import names
+from ..core.errors import BadName
 from .logs import TokenSafeLogs
 
 __all__ = ["EditorPageHandler", "HomePageHandler", "static_dir"]
@@ -14,7 +14,7 @@ __all__ = ["EditorPageHandler", "HomePageHandler", "static_dir"]
 
 def static_dir() -> Path:
     """Where ``make`` puts the built editor (inside the package, so wheels ship it)."""
-    return Path(__file__).parent / "static"
+    return Path(__file__).parent.parent / "static"
 
 
 _FALLBACK = """<!doctype html><meta charset="utf-8"><title>collab</title>

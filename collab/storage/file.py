@@ -32,14 +32,13 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-from . import names
-from .errors import DocumentUnavailable
+from ..core import names
+from ..core.errors import DocumentUnavailable
+from .base import DocInfo, Stored, StoreLocked
 
-__all__ = ["DocInfo", "FileStore", "Log", "MemoryStore", "Store", "StoreLocked", "Stored"]
+__all__ = ["FileLog", "FileStore"]
 
 log = logging.getLogger("collab.store")
 
@@ -48,50 +47,6 @@ MAGIC_LOG = b"CLOG"
 VERSION = 1
 _RECORD = struct.Struct("<II")
 _SNAP_HEAD = struct.Struct("<QH")
-
-
-class StoreLocked(Exception):
-    """Another process (a running server) holds the data directory."""
-
-
-@dataclass
-class Stored:
-    """What ``load`` found: updates to apply in order, and the log to append to."""
-
-    updates: list[bytes] = field(default_factory=list)
-    seq: int = 0
-    records: int = 0  # how many of ``updates`` came from logs (not the snapshot)
-    dropped_bytes: int = 0
-
-
-@dataclass(frozen=True)
-class DocInfo:
-    name: str
-    size: int
-    modified: float
-
-
-class Log(Protocol):
-    """An open, append-only update log."""
-
-    size: int
-
-    def append(self, payload: bytes) -> None:
-        """Write one record through to the OS (survives a killed process)."""
-
-    def sync(self) -> None:
-        """fsync what was appended (survives a machine crash)."""
-
-    def close(self) -> None: ...
-
-
-class Store(Protocol):
-    def load(self, name: str) -> Stored: ...
-    def open_log(self, name: str, seq: int) -> Log: ...
-    def save_snapshot(self, name: str, state: bytes, seq: int) -> None: ...
-    def delete(self, name: str) -> bool: ...
-    def info(self, name: str) -> DocInfo | None: ...
-    def list(self) -> list[DocInfo]: ...
 
 
 # -- file store -------------------------------------------------------------
@@ -401,61 +356,3 @@ class FileStore:
                 start = 13 + _SNAP_HEAD.size
                 return data[start : start + length].decode(errors="replace")
         return None
-
-
-# -- memory store -----------------------------------------------------------
-
-
-class MemoryLog:
-    def __init__(self, records: list[bytes]) -> None:
-        self.records = records
-        self.size = sum(len(r) for r in records)
-
-    def append(self, payload: bytes) -> None:
-        self.records.append(payload)
-        self.size += len(payload)
-
-    def sync(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class MemoryStore:
-    """Keeps documents in this process only (for embedding and tests)."""
-
-    def __init__(self) -> None:
-        self._docs: dict[str, tuple[bytes | None, dict[int, list[bytes]]]] = {}
-
-    def load(self, name: str) -> Stored:
-        snap, logs = self._docs.get(name, (None, {}))
-        stored = Stored()
-        if snap is not None:
-            stored.updates.append(snap)
-        for seq in sorted(logs):
-            stored.updates += logs[seq]
-            stored.records += len(logs[seq])
-            stored.seq = seq
-        return stored
-
-    def open_log(self, name: str, seq: int) -> MemoryLog:
-        _snap, logs = self._docs.setdefault(name, (None, {}))
-        return MemoryLog(logs.setdefault(seq, []))
-
-    def save_snapshot(self, name: str, state: bytes, seq: int) -> None:
-        _, logs = self._docs.get(name, (None, {}))
-        self._docs[name] = (state, {s: r for s, r in logs.items() if s >= seq})
-
-    def delete(self, name: str) -> bool:
-        return self._docs.pop(name, None) is not None
-
-    def info(self, name: str) -> DocInfo | None:
-        if name not in self._docs:
-            return None
-        snap, logs = self._docs[name]
-        size = len(snap or b"") + sum(len(r) for recs in logs.values() for r in recs)
-        return DocInfo(name, size, 0.0)
-
-    def list(self) -> list[DocInfo]:
-        return [info for name in sorted(self._docs) if (info := self.info(name))]

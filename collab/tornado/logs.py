@@ -7,7 +7,7 @@ from typing import Any
 
 import tornado.web
 
-from .auth import redact
+from ..core.auth import redact
 
 __all__ = ["TokenSafeLogs"]
 

@@ -26,11 +26,12 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
-from . import limits, names
-from .auth import Authorize, Permission, allow_all, origin_allowed, permit
-from .connection import Sockets, WebSocket, wire_log
-from .errors import CollabError, Forbidden, Unauthorized
-from .hub import Hub
+from ..core import limits, names
+from ..core.auth import Authorize, Permission, allow_all, origin_allowed
+from ..core.errors import CollabError, Forbidden, Unauthorized
+from ..server.hub import Hub
+from ..server.sockets import Sockets, WebSocket, wire_log
+from ..server.tokens import permit
 from .logs import TokenSafeLogs
 from .stream_transport import IOStreamTransport
 
