@@ -1,20 +1,5 @@
-"""Where documents live: the storage seam and its file and memory stores.
+"""Where documents live: the seam (``base``), the byte format of files
+(``records``), and the stores: ``file`` (a data directory) and ``memory``.
 
 May import ``collab.core`` only (never ``server`` or ``tornado``).
 """
-
-from .base import DocInfo, Log, Store, Stored, StoreLocked
-from .file import FileLog, FileStore
-from .memory import MemoryLog, MemoryStore
-
-__all__ = [
-    "DocInfo",
-    "FileLog",
-    "FileStore",
-    "Log",
-    "MemoryLog",
-    "MemoryStore",
-    "Store",
-    "StoreLocked",
-    "Stored",
-]

@@ -1,28 +1,82 @@
-"""The storage seam: what the server asks of a document store.
+"""The storage seam: one ``DocumentLog`` per document, handed out by a ``Store``.
 
-Rule: no tornado, no asyncio; a store implements ``Store`` and hands out ``Log``s.
+Rule: no tornado, no websockets, no sockets. A store may use asyncio and
+threads; what it promises is written here, and ``tests/test_storage_contract.py``
+holds every store to it (file and memory now, Redis next).
+
+A document is a snapshot (one full Yjs update) plus the records appended after
+it. The server calls, per document::
+
+    loaded = await log.load()                # once: snapshot + records + cursor
+    cursor = log.append(Record(update, t, who))  # never awaits
+    log.durable(cursor)                      # may it be relayed yet?
+    await log.flush(cursor)                  # return once it may
+    await log.compact(state, upto)           # state covers every record <= upto
+    await log.close()                        # unload: make it all durable
+
+Cursors are opaque: compare them only through the log that issued them.
+"Durable" means as durable as the store promises before anything is relayed:
+for files, written to the OS (survives a killed process), and fsynced too with
+``fsync="always"``; for Redis, acknowledged by it. Records appended by another
+process (cluster mode) reach ``watch``'s callback; file and memory stores have
+none.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol, TypeAlias
 
-__all__ = ["DocInfo", "Log", "Store", "StoreLocked", "Stored"]
+__all__ = [
+    "Cursor",
+    "DocInfo",
+    "DocumentLog",
+    "FsyncPolicy",
+    "Loaded",
+    "Record",
+    "Store",
+    "StoreLocked",
+]
+
+FsyncPolicy = Literal["always", "interval", "never"]
+
+Cursor: TypeAlias = object
+"""A position in one document's log, issued by ``append``/``load``; opaque."""
 
 
 class StoreLocked(Exception):
     """Another process (a running server) holds the data directory."""
 
 
-@dataclass
-class Stored:
-    """What ``load`` found: updates to apply in order, and the log to append to."""
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Yjs update as stored, with when (Unix seconds) and by whom.
 
-    updates: list[bytes] = field(default_factory=list)
-    seq: int = 0
-    records: int = 0  # how many of ``updates`` came from logs (not the snapshot)
-    dropped_bytes: int = 0
+    ``author`` is the token's ``sub`` when access control is on, else the
+    connection's id; records written by the v1 format have ``time=0.0`` and
+    ``author=""``.
+    """
+
+    update: bytes
+    time: float = 0.0
+    author: str = ""
+
+
+@dataclass
+class Loaded:
+    """What ``DocumentLog.load`` found."""
+
+    state: bytes | None = None  # the snapshot: a full Yjs update
+    records: list[Record] = field(default_factory=list)  # appended after it, in order
+    cursor: Cursor = None  # after the last record: pass it to ``compact`` as ``upto``
+    dropped_bytes: int = 0  # damaged bytes that could not be kept (logged)
+
+    @property
+    def updates(self) -> list[bytes]:
+        """The snapshot then every record's update: apply them in this order."""
+        head = [self.state] if self.state is not None else []
+        return head + [record.update for record in self.records]
 
 
 @dataclass(frozen=True)
@@ -32,24 +86,73 @@ class DocInfo:
     modified: float
 
 
-class Log(Protocol):
-    """An open, append-only update log."""
+class DocumentLog(Protocol):
+    """One document's durable state: a snapshot and the records after it."""
 
-    size: int
+    name: str
 
-    def append(self, payload: bytes) -> None:
-        """Write one record through to the OS (survives a killed process)."""
+    @property
+    def size(self) -> int:
+        """Bytes of records not covered by the snapshot (``policy.should_compact``)."""
 
-    def sync(self) -> None:
-        """fsync what was appended (survives a machine crash)."""
+    async def load(self) -> Loaded:
+        """Read the document; call once, before ``append``.
 
-    def close(self) -> None: ...
+        Raises:
+            DocumentUnavailable: the stored document cannot be read (corrupt
+                snapshot, or a format newer than this version knows).
+        """
+
+    def append(self, record: Record) -> Cursor:
+        """Hand ``record`` to the store without waiting; return its cursor.
+
+        Raises:
+            OSError: it could not be written (disk full, ...); the log is as
+                it was, so later records never follow a torn one.
+        """
+
+    def durable(self, cursor: Cursor) -> bool:
+        """True once the record at ``cursor`` (and all before it) may be relayed."""
+
+    async def flush(self, cursor: Cursor | None = None) -> None:
+        """Return once ``cursor`` (default: everything appended) is durable.
+
+        One flush may cover many records (group commit).
+
+        Raises:
+            OSError: it could not be made durable (fsync failed).
+        """
+
+    async def compact(self, state: bytes, upto: Cursor) -> None:
+        """Store ``state`` as the snapshot; it holds every record up to ``upto``.
+
+        Records appended after ``upto`` (even while this runs) stay in the log.
+        If it fails, nothing is lost: the old snapshot and records still load.
+        """
+
+    async def delete(self) -> bool:
+        """Remove the document's snapshot and records; True if there were any."""
+
+    def watch(self, on_records: Callable[[Sequence[Record]], None]) -> None:
+        """Call ``on_records`` with records appended by someone else, in order."""
+
+    async def close(self) -> None:
+        """Make everything appended durable (unless ``fsync="never"``), release it."""
 
 
 class Store(Protocol):
-    def load(self, name: str) -> Stored: ...
-    def open_log(self, name: str, seq: int) -> Log: ...
-    def save_snapshot(self, name: str, state: bytes, seq: int) -> None: ...
-    def delete(self, name: str) -> bool: ...
-    def info(self, name: str) -> DocInfo | None: ...
-    def list(self) -> list[DocInfo]: ...
+    """Where documents live; hands out one ``DocumentLog`` per open document."""
+
+    damaged: int  # damaged files or records set aside since start (a metric)
+
+    def log(self, name: str) -> DocumentLog:
+        """The log of ``name`` (no I/O yet: call ``load`` on it)."""
+
+    async def info(self, name: str) -> DocInfo | None:
+        """Size and last change of ``name``, or None if it has no data."""
+
+    async def list(self) -> list[DocInfo]:
+        """Every stored document, sorted by name."""
+
+    async def close(self) -> None:
+        """Release what the store holds (locks, threads, connections)."""

@@ -1,62 +1,95 @@
-"""A store that keeps documents in this process only (for embedding and tests)."""
+"""A store that keeps documents in this process only (``--memory``, embedding, tests).
+
+Everything appended is durable at once; a document outlives its unloading,
+not the process.
+"""
 
 from __future__ import annotations
 
-from .base import DocInfo, Stored
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .base import Cursor, DocInfo, Loaded, Record
 
 __all__ = ["MemoryLog", "MemoryStore"]
 
 
+@dataclass
+class _Doc:
+    state: bytes | None = None
+    records: list[Record] = field(default_factory=list)
+    first: int = 0  # cursor of ``records[0]``: every cursor below is in ``state``
+
+
 class MemoryLog:
-    def __init__(self, records: list[bytes]) -> None:
-        self.records = records
-        self.size = sum(len(r) for r in records)
+    """One document of a ``MemoryStore``. Cursors are record counts (ints)."""
 
-    def append(self, payload: bytes) -> None:
-        self.records.append(payload)
-        self.size += len(payload)
+    def __init__(self, store: MemoryStore, name: str) -> None:
+        self.store = store
+        self.name = name
 
-    def sync(self) -> None:
+    def _doc(self) -> _Doc:
+        return self.store.docs.setdefault(self.name, _Doc())
+
+    @property
+    def size(self) -> int:
+        doc = self.store.docs.get(self.name)
+        return sum(len(r.update) for r in doc.records) if doc is not None else 0
+
+    async def load(self) -> Loaded:
+        doc = self.store.docs.get(self.name)
+        if doc is None:
+            return Loaded(cursor=0)
+        return Loaded(doc.state, list(doc.records), doc.first + len(doc.records))
+
+    def append(self, record: Record) -> Cursor:
+        doc = self._doc()
+        doc.records.append(record)
+        return doc.first + len(doc.records)
+
+    def durable(self, cursor: Cursor) -> bool:
+        return True
+
+    async def flush(self, cursor: Cursor | None = None) -> None:
         pass
 
-    def close(self) -> None:
+    async def compact(self, state: bytes, upto: Cursor) -> None:
+        assert isinstance(upto, int)
+        doc = self._doc()
+        covered = max(0, upto - doc.first)
+        doc.state = state
+        doc.records = doc.records[covered:]
+        doc.first += covered
+
+    async def delete(self) -> bool:
+        return self.store.docs.pop(self.name, None) is not None
+
+    def watch(self, on_records: Callable[[Sequence[Record]], None]) -> None:
+        pass  # nobody else writes here
+
+    async def close(self) -> None:
         pass
 
 
 class MemoryStore:
-    """Keeps documents in this process only (for embedding and tests)."""
+    """Documents in a dict of this process."""
 
     def __init__(self) -> None:
-        self._docs: dict[str, tuple[bytes | None, dict[int, list[bytes]]]] = {}
+        self.docs: dict[str, _Doc] = {}
+        self.damaged = 0
 
-    def load(self, name: str) -> Stored:
-        snap, logs = self._docs.get(name, (None, {}))
-        stored = Stored()
-        if snap is not None:
-            stored.updates.append(snap)
-        for seq in sorted(logs):
-            stored.updates += logs[seq]
-            stored.records += len(logs[seq])
-            stored.seq = seq
-        return stored
+    def log(self, name: str) -> MemoryLog:
+        return MemoryLog(self, name)
 
-    def open_log(self, name: str, seq: int) -> MemoryLog:
-        _snap, logs = self._docs.setdefault(name, (None, {}))
-        return MemoryLog(logs.setdefault(seq, []))
-
-    def save_snapshot(self, name: str, state: bytes, seq: int) -> None:
-        _, logs = self._docs.get(name, (None, {}))
-        self._docs[name] = (state, {s: r for s, r in logs.items() if s >= seq})
-
-    def delete(self, name: str) -> bool:
-        return self._docs.pop(name, None) is not None
-
-    def info(self, name: str) -> DocInfo | None:
-        if name not in self._docs:
+    async def info(self, name: str) -> DocInfo | None:
+        doc = self.docs.get(name)
+        if doc is None:
             return None
-        snap, logs = self._docs[name]
-        size = len(snap or b"") + sum(len(r) for recs in logs.values() for r in recs)
+        size = len(doc.state or b"") + sum(len(r.update) for r in doc.records)
         return DocInfo(name, size, 0.0)
 
-    def list(self) -> list[DocInfo]:
-        return [info for name in sorted(self._docs) if (info := self.info(name))]
+    async def list(self) -> list[DocInfo]:
+        return [info for name in sorted(self.docs) if (info := await self.info(name))]
+
+    async def close(self) -> None:
+        pass
