@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from .core.auth import MIN_SECRET_BYTES
 from .core.config import Config
 from .core.room import Room
-from .storage import FileStore, StoreLocked
+from .storage.base import StoreLocked
+from .storage.file import FileStore
 
 __all__ = ["main"]
 
@@ -142,11 +143,8 @@ async def _serve(config: Config) -> None:
     await stop.wait()
     log.info("shutting down: flushing documents")
     server.stop()
-    await hub.close()
-    sockets = app.settings.get("collab_sockets")
+    await hub.close(timeout=5)  # WebSockets get 5 s to finish their closing handshake
     try:
-        if sockets is not None:  # WebSockets finishing their closing handshake
-            await sockets.closed(timeout=5)
         await asyncio.wait_for(server.close_all_connections(), timeout=5)
     except TimeoutError:
         log.warning("some connections did not close in time")
@@ -154,26 +152,43 @@ async def _serve(config: Config) -> None:
 
 
 def _export(data_dir: str, name: str) -> int:
-    store = FileStore(data_dir, read_only=True)
-    if store.info(name) is None:
+    async def read() -> list[bytes] | None:
+        store = FileStore(data_dir, read_only=True)
+        try:
+            if await store.info(name) is None:
+                return None
+            return (await store.log(name).load()).updates
+        finally:
+            await store.close()
+
+    updates = asyncio.run(read())
+    if updates is None:
         print(f"collab: no document {name!r} in {data_dir}", file=sys.stderr)
         return 1
     room = Room(name)
-    room.restore(store.load(name).updates)
+    room.restore(updates)
     sys.stdout.write(room.text)
     return 0
 
 
 def _compact(data_dir: str) -> int:
+    async def compact_all(store: FileStore) -> None:
+        try:
+            for info in await store.list():
+                document = store.log(info.name)
+                loaded = await document.load()
+                room = Room(info.name)
+                room.restore(loaded.updates)
+                await document.compact(room.doc.get_update(), loaded.cursor)
+                await document.close()
+                print(f"compacted {info.name}")
+        finally:
+            await store.close()
+
     store = FileStore(data_dir)
     try:
         with store.lock():
-            for info in store.list():
-                stored = store.load(info.name)
-                room = Room(info.name)
-                room.restore(stored.updates)
-                store.save_snapshot(info.name, room.doc.get_update(), stored.seq + 1)
-                print(f"compacted {info.name}")
+            asyncio.run(compact_all(store))
     except StoreLocked as exc:
         print(f"collab: {exc}", file=sys.stderr)
         return 1

@@ -1,248 +1,251 @@
-"""The hub over a live server: compaction, eviction, single-flight loading, group commit."""
+"""The hub's rules, without sockets: recording peers, a store you can hold.
+
+Covers collab/server/hub.py, registry.py, document.py and session.py: what a
+peer is sent and when, write before relay, single-flight loading, unloading,
+eviction on a failed write, limits, delete and shutdown.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
-import threading
 import weakref
-from pathlib import Path
 
 import pytest
-from tornado.httpclient import HTTPClientError
 
 from collab import Config, Hub
 from collab.core import protocol
-from collab.core.protocol import SyncStep1, Update
-from collab.storage import FileLog, FileStore
-from tests.yclient import YClient, eventually
-
-
-class RecordingStore(FileStore):
-    """A real file store that counts loads and fsynced records, and can hold loads."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.loads = 0
-        self.appended = 0
-        self.synced = 0
-        self.release = threading.Event()
-        self.release.set()
-        self.disk_full = False  # appends fail with ENOSPC while set
-
-    def load(self, name):
-        self.loads += 1
-        assert self.release.wait(10)
-        return super().load(name)
-
-    def open_log(self, name, seq):
-        return _RecordingLog(self, super().open_log(name, seq))
-
-
-class _RecordingLog:
-    def __init__(self, store: RecordingStore, inner: FileLog) -> None:
-        self.store, self.inner = store, inner
-
-    @property
-    def size(self) -> int:
-        return self.inner.size
-
-    def append(self, payload: bytes) -> None:
-        if self.store.disk_full:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self.inner.append(payload)
-        self.store.appended += 1
-
-    def sync(self) -> None:
-        upto = self.store.appended
-        self.inner.sync()
-        self.store.synced = max(self.store.synced, upto)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-@pytest.fixture
-def config(tmp_path, request) -> Config:
-    settings = {"data_dir": str(tmp_path / "data"), "idle_timeout": 0.3}
-    return Config(**{**settings, **getattr(request, "param", {})})
-
-
-@pytest.fixture
-def store(config) -> RecordingStore:
-    return RecordingStore(Path(config.data_dir))
-
-
-@pytest.fixture
-def hub(config, store) -> Hub:
-    return Hub(config, store=store)
-
-
-def disk_usage(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.iterdir() if p.is_file())
-
-
-@pytest.mark.timeout(seconds=120)
-@pytest.mark.parametrize(
-    "config", [{"compact_bytes": 32 * 1024, "rate_messages": 0}], indirect=True
+from collab.core.errors import (
+    DocumentDeleted,
+    DocumentUnavailable,
+    Overloaded,
+    PolicyViolation,
+    ShuttingDown,
 )
-async def test_twenty_thousand_updates_keep_disk_use_bounded(
-    config, hub, ws_url, http_client, port
-):
-    root = Path(config.data_dir)
-    client = await YClient(ws_url("big")).connect()
-    peak = 0
-    for i in range(20_000):
-        client.text.insert(len(client.text), "abcdefghij"[i % 10])
-        if i % 500 == 0:
-            await asyncio.sleep(0.01)
-            peak = max(peak, disk_usage(root))
-    text = str(client.text)
-
-    async def server_has_all() -> bool:
-        r = await http_client.fetch(f"http://127.0.0.1:{port}/api/docs/big/text")
-        return r.body.decode() == text
-
-    await _eventually_async(server_has_all)
-    await eventually(lambda: hub.rooms["big"].compacting is None)
-    state = len(hub.rooms["big"].room.doc.get_update())
-    # Bound: one snapshot plus a log of at most compact_bytes (and one record)
-    # once no compaction runs; mid-compaction, briefly, two snapshots and two logs.
-    final = disk_usage(root)
-    assert final <= state + config.compact_bytes + 4096, (final, state)
-    assert peak <= 2 * (state + config.compact_bytes) + 8192, (peak, state)
-    assert final < 20_000 * 20  # an uncompacted log would be ~30 bytes an update
-    await client.close()
-    await hub.close()
-    assert _text_of(FileStore(root).load("big").updates) == text  # intact after restart
+from collab.core.protocol import AwarenessEntry, AwarenessUpdate, SyncStep1, SyncStep2
+from collab.server.document import Phase
+from tests.peers import Editor, HeldStore, RecordingPeer, settle
+from tests.yclient import eventually
 
 
-async def test_idle_document_is_flushed_and_unloaded(hub, store, ws_url):
-    client = await YClient(ws_url("idle")).connect()
-    client.text.insert(0, "persist me")
-    await eventually(lambda: hub.rooms["idle"].room.text == "persist me")
-    room_ref = weakref.ref(hub.rooms["idle"].room)
-    doc_ref = weakref.ref(hub.rooms["idle"].room.doc)
-    await client.close()
+@pytest.fixture
+def config() -> Config:
+    return Config(data_dir=None, idle_timeout=0.2)
 
-    await eventually(lambda: "idle" not in hub.rooms, timeout=10)
+
+@pytest.fixture
+def store() -> HeldStore:
+    return HeldStore()
+
+
+@pytest.fixture
+def hub(config: Config, store: HeldStore, io_loop):
+    hub = Hub(config, store=store)
+    yield hub
+    io_loop.run_sync(lambda: hub.close(timeout=1))
+
+
+def presence(client_id: int, clock: int, state: str = '{"user":{"name":"a"}}') -> bytes:
+    payload = protocol.encode_awareness([AwarenessEntry(client_id, clock, state)])
+    return protocol.encode(AwarenessUpdate(payload))
+
+
+async def test_a_newcomer_is_sent_step1_then_the_present_awareness(hub):
+    first = await hub.join("doc", RecordingPeer("a"))
+    first.receive(presence(7, 1))
+    newcomer = RecordingPeer("b")
+    await hub.join("doc", newcomer)
+    assert isinstance(protocol.decode(newcomer.frames[0]), SyncStep1)
+    (shown,) = newcomer.awareness()
+    assert [e.client_id for e in protocol.decode_awareness(shown.payload)] == [7]
+
+
+async def test_an_update_reaches_every_other_peer_once_and_not_its_sender(hub):
+    peers = [RecordingPeer(str(i)) for i in range(3)]
+    sessions = [await hub.join("doc", p) for p in peers]
+    sessions[0].receive(Editor().type("hi"))
+    await settle()
+    assert [len(p.updates()) for p in peers] == [0, 1, 1]
+    assert peers[1].text == peers[2].text == "hi"
+
+
+async def test_step1_is_answered_with_what_the_client_lacks(hub):
+    writer = await hub.join("doc", RecordingPeer())
+    writer.receive(Editor().type("stored"))
+    reader = RecordingPeer()
+    session = await hub.join("doc", reader)
+    session.receive(protocol.encode(SyncStep1(b"\x00")))
+    assert isinstance(protocol.decode(reader.frames[-1]), SyncStep2)
+    assert reader.text == "stored"
+
+
+async def test_no_peer_is_sent_an_update_before_its_flush_returns(hub, store):
+    """Write before relay with a store that must flush first (``fsync=always``, Redis)."""
+    store.hold = True
+    writer = await hub.join("doc", RecordingPeer("writer"))
+    reader = RecordingPeer("reader")
+    await hub.join("doc", reader)
+    log = store.logs["doc"]
+    early: list[int] = []
+    reader.on_send = lambda data: early.append(log.appended - log.durable_upto)
+
+    editor = Editor()
+    for chars in "abc":
+        writer.receive(editor.type(chars))
+    writer.receive(presence(1, 1))  # behind the held updates, in order
+    await settle()
+    assert reader.updates() == [] and reader.awareness() == []  # all held
+
+    store.release_flush()
+    await eventually(lambda: reader.text == "abc")
+    await eventually(lambda: len(reader.awareness()) == 1)
+    assert early == [0] * len(early) and early  # each frame left after its flush
+    assert store.flushes == 1  # one flush covered the three updates
+
+
+async def test_a_failed_flush_closes_the_writers_and_relays_nothing(hub, store):
+    store.hold = True
+    writer_peer, reader = RecordingPeer("writer"), RecordingPeer("reader")
+    writer = await hub.join("doc", writer_peer)
+    await hub.join("doc", reader)
+    writer.receive(Editor().type("lost"))
+    store.fail_flush = True
+    store.release_flush()
+    await eventually(lambda: writer_peer.closed is not None)
+    assert writer_peer.closed == (1011, "could not persist the update")
+    assert reader.updates() == []
+
+
+async def test_concurrent_first_joins_load_the_document_once(hub, store):
+    store.loading.clear()
+    peers = [RecordingPeer(str(i)) for i in range(20)]
+    joining = [asyncio.ensure_future(hub.join("shared", p)) for p in peers]
+    await eventually(lambda: store.loads == 1)
+    assert all(p.frames == [] for p in peers)  # nothing is sent before the load ends
+    store.loading.set()
+    await asyncio.gather(*joining)
+    assert store.loads == 1 and all(p.frames for p in peers)
+
+
+async def test_an_idle_document_is_compacted_unloaded_and_freed(hub, store):
+    peer = RecordingPeer()
+    session = await hub.join("idle", peer)
+    session.receive(Editor().type("persist me"))
+    doc = hub.document("idle")
+    assert doc is not None
+    room_ref, doc_ref = weakref.ref(doc.room), weakref.ref(doc.room.doc)
+    session.leave()
+    await eventually(lambda: hub.document("idle") is None)
+    del doc, session
     gc.collect()
     assert room_ref() is None and doc_ref() is None
-    assert list(Path(store.root).glob("idle.snap"))  # flushed as a snapshot
-
-    again = await YClient(ws_url("idle")).connect()
-    assert str(again.text) == "persist me"
+    assert store.compactions == 1 and store.docs["idle"].records == []  # all in the snapshot
+    assert await hub.get_text("idle") == "persist me"
     assert store.loads == 2
 
 
-@pytest.mark.parametrize("config", [{"idle_timeout": 2.0}], indirect=True)
-async def test_reconnect_within_the_idle_timeout_keeps_the_document_loaded(hub, store, ws_url):
-    first = await YClient(ws_url("stay")).connect()
-    room = hub.rooms["stay"].room
-    await first.close()
-    await eventually(lambda: not room.peers)
-    second = await YClient(ws_url("stay")).connect()
-    assert hub.rooms["stay"].room is room and store.loads == 1
-    await second.close()
+async def test_a_return_within_the_idle_timeout_keeps_the_document_loaded(config, store):
+    hub = Hub(Config(data_dir=None, idle_timeout=5), store=store)
+    first = await hub.join("stay", RecordingPeer())
+    doc = hub.document("stay")
+    first.leave()
+    await hub.join("stay", RecordingPeer())
+    assert hub.document("stay") is doc and store.loads == 1
+    await hub.close(timeout=1)
 
 
-async def test_concurrent_first_connections_load_once_and_all_get_the_state(hub, store, ws_url):
-    seed = FileStore(store.root).open_log("shared", 0)
-    seed.append(_update_inserting("already here"))
-    seed.close()
-    store.release.clear()
-    clients = [YClient(ws_url("shared")) for _ in range(20)]
-    connecting = [asyncio.ensure_future(c.connect(wait_synced=False)) for c in clients]
-    await eventually(lambda: store.loads == 1)
-    store.release.set()
-    await asyncio.gather(*connecting)
-    for c in clients:
-        await asyncio.wait_for(c.synced.wait(), 10)
-    assert store.loads == 1
-    assert {str(c.text) for c in clients} == {"already here"}
-    # nothing was sent before the load finished: the first frame already knows the text
-    first = protocol.decode(clients[0].received[0])
-    assert isinstance(first, SyncStep1) and first.state_vector != b"\x00"
-
-
-@pytest.mark.parametrize("config", [{"fsync": "always", "rate_messages": 0}], indirect=True)
-async def test_fsync_always_relays_only_updates_already_fsynced(hub, store, ws_url):
-    writer = await YClient(ws_url("durable")).connect()
-    reader = await YClient(ws_url("durable")).connect()
-    violations: list[tuple[int, int]] = []
-    seen = 0
-
-    def on_frame(data: bytes) -> None:
-        nonlocal seen
-        if isinstance(protocol.decode(data), Update):
-            seen += 1
-            if store.synced < seen:
-                violations.append((seen, store.synced))
-
-    reader.on_frame = on_frame
-    for i in range(200):
-        writer.text.insert(0, str(i % 10))
-        if i % 7 == 0:
-            await asyncio.sleep(0)
-    await eventually(lambda: len(reader.text) == 200)
-    assert seen > 0 and violations == []
-
-
-async def test_corrupt_snapshot_refuses_the_document(config, hub, ws_url, http_client, port):
-    root = Path(config.data_dir)
-    FileStore(root).save_snapshot("broken", _update_inserting("x"), 0)
-    (root / "broken.snap").write_bytes(b"CSNP\x01garbage")
-    client = YClient(ws_url("broken"))
-    await client.connect(wait_synced=False)
-    await asyncio.wait_for(client.closed.wait(), 10)
-    assert client.close_code == 1011 and "corrupt" in (client.close_reason or "")
-    with pytest.raises(HTTPClientError) as err:
-        await http_client.fetch(f"http://127.0.0.1:{port}/api/docs/broken/text")
-    assert err.value.code == 503
-    assert (root / "broken.snap.corrupt").exists()
-
-
-async def _eventually_async(check, timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met"
-        await asyncio.sleep(0.05)
-
-
-def _update_inserting(text: str) -> bytes:
-    from pycrdt import Doc, Text
-
-    doc = Doc()
-    doc.get("content", type=Text).insert(0, text)
-    return doc.get_update()
-
-
-def _text_of(updates: list[bytes]) -> str:
-    from pycrdt import Doc, Text
-
-    doc = Doc()
-    for u in updates:
-        doc.apply_update(u)
-    return str(doc.get("content", type=Text))
-
-
-async def test_an_update_the_disk_cannot_take_is_never_served(hub, store, ws_url, caplog):
-    """Disk full: the document is evicted unsaved, nobody sees the update, nothing is lost."""
-    writer = await YClient(ws_url("full"), client_id=1).connect()
-    watcher = await YClient(ws_url("full"), client_id=2).connect()
-    writer.text += "kept "
-    await eventually(lambda: str(watcher.text) == "kept ")
+async def test_an_update_the_store_cannot_take_is_never_served(hub, store, caplog):
+    writer_peer, watcher = RecordingPeer("writer"), RecordingPeer("watcher")
+    writer = await hub.join("full", writer_peer)
+    await hub.join("full", watcher)
+    editor = Editor()
+    writer.receive(editor.type("kept "))
+    await eventually(lambda: watcher.text == "kept ")
 
     store.disk_full = True
-    writer.text += "unwritable"
-    await eventually(lambda: writer.closed.is_set() and watcher.closed.is_set())
-    assert writer.close_code == 1011 and watcher.close_code == 1011
-    assert str(watcher.text) == "kept "  # never relayed
-    assert "full" not in hub.rooms and "cannot append" in caplog.text
+    with pytest.raises(DocumentUnavailable):
+        writer.receive(editor.type("unwritable"))
+    await settle()
+    assert writer_peer.closed == watcher.closed == (1011, "could not persist the update")
+    assert watcher.text == "kept " and "cannot append" in caplog.text
+    await eventually(lambda: "full" not in hub.registry.documents)
 
     store.disk_full = False
-    fresh = await YClient(ws_url("full"), client_id=3).connect()
-    assert str(fresh.text) == "kept "  # reloaded from disk: the unlogged update is not served
-    await writer.connect()  # the writer reconnects with its edits
-    await eventually(lambda: str(fresh.text) == "kept unwritable")
+    fresh = RecordingPeer("fresh")
+    await hub.join("full", fresh)
+    assert fresh.step1().state_vector != b"\x00"
+    assert await hub.get_text("full") == "kept "  # reloaded: the unlogged update is gone
+
+
+async def test_per_document_connection_cap(store):
+    hub = Hub(Config(data_dir=None, max_connections_per_doc=2), store=store)
+    await hub.join("doc", RecordingPeer())
+    await hub.join("doc", RecordingPeer())
+    with pytest.raises(PolicyViolation, match="limit 2"):
+        await hub.join("doc", RecordingPeer())
+    await hub.close(timeout=1)
+
+
+async def test_document_cap_unloads_idle_documents_first_then_refuses(store):
+    hub = Hub(Config(data_dir=None, max_documents=2, idle_timeout=60), store=store)
+    await hub.join("a", RecordingPeer())
+    await hub.set_text("idle", "x")  # loaded, nobody connected
+    await hub.join("b", RecordingPeer())  # unloads "idle" to make room
+    assert sorted(hub.registry.documents) == ["a", "b"]
+    with pytest.raises(Overloaded):
+        await hub.join("c", RecordingPeer())
+    await hub.close(timeout=1)
+
+
+async def test_delete_closes_every_peer_with_4404_and_forgets_the_document(hub, store):
+    peer = RecordingPeer()
+    session = await hub.join("doomed", peer)
+    session.receive(Editor().type("bye"))
+    assert await hub.delete("doomed")
+    assert peer.closed == (DocumentDeleted.close_code, "document deleted")
+    with pytest.raises(DocumentDeleted):
+        session.receive(Editor().type("late"))
+    assert "doomed" not in store.docs and await hub.get_text("doomed") is None
+    assert not await hub.delete("doomed")
+
+
+async def test_set_text_is_a_live_edit_for_connected_peers(hub):
+    peer = RecordingPeer()
+    await hub.join("doc", peer)
+    await hub.set_text("doc", "from the API")
+    await eventually(lambda: peer.text == "from the API")
+    assert (await hub.list())[0].clients == 1
+
+
+async def test_shutdown_closes_with_1001_saves_and_refuses_newcomers(config, store):
+    hub = Hub(config, store=store)
+    peer = RecordingPeer()
+    session = await hub.join("doc", peer)
+    session.receive(Editor().type("saved at exit"))
+    await hub.close(timeout=0.1)
+    assert peer.closed == (ShuttingDown.close_code, "server shutting down")
+    assert store.compactions == 1 and hub.document("doc") is None
+    with pytest.raises(ShuttingDown):
+        await hub.join("doc", RecordingPeer())
+
+
+async def test_records_name_their_author_and_time(store):
+    hub = Hub(Config(data_dir=None), store=store)
+    hub.clock = lambda: 1234.5
+    from collab.core.auth import Permission
+
+    ann = await hub.join("doc", RecordingPeer(), Permission(user="ann"))
+    anonymous = await hub.join("doc", RecordingPeer(), id="c42")
+    ann.receive(Editor(1).type("a"))
+    anonymous.receive(Editor(2).type("b"))
+    records = store.docs["doc"].records
+    assert [(r.author, r.time) for r in records] == [("ann", 1234.5), ("c42", 1234.5)]
+    await hub.close(timeout=1)
+
+
+async def test_a_document_moves_through_its_phases(hub):
+    session = await hub.join("doc", RecordingPeer())
+    doc = hub.document("doc")
+    assert doc is not None and doc.phase is Phase.OPEN
+    session.leave()
+    await eventually(lambda: doc.phase is Phase.CLOSED)

@@ -18,8 +18,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from collab import Config
 from collab.core import protocol
-from collab.core.errors import MessageTooBig, PolicyViolation
-from collab.core.limits import Counter, Outbox, TokenBucket, check_awareness, coalesce
+from collab.core.errors import PolicyViolation
+from collab.core.limits import Counter, Outbox, TokenBucket, coalesce
 from collab.core.protocol import AwarenessEntry, AwarenessUpdate, QueryAwareness, SyncStep1, Update
 from tests.yclient import YClient, eventually
 
@@ -61,20 +61,6 @@ def awareness(*entries: tuple[int, int, str]) -> bytes:
     return protocol.encode(AwarenessUpdate(payload))
 
 
-def test_check_awareness_refuses_oversized_states_only() -> None:
-    check_awareness(awareness((1, 1, '"' + "x" * 98 + '"')), 100)
-    check_awareness(protocol.encode(Update(b"x" * 1000)), 100)  # not awareness: untouched
-    with pytest.raises(MessageTooBig, match="awareness state of 102 bytes"):
-        check_awareness(awareness((1, 1, '"' + "x" * 100 + '"')), 100)
-    with pytest.raises(MessageTooBig):  # bytes, not characters, count
-        check_awareness(awareness((1, 1, '"' + "é" * 50 + '"')), 100)
-    check_awareness(awareness((1, 1, '"' + "x" * 1000 + '"')), 0)  # 0: no limit
-    many = awareness(*((i, 1, "{}") for i in range(5)))
-    check_awareness(many, 100, 5)
-    with pytest.raises(PolicyViolation, match="too many awareness clients"):
-        check_awareness(many, 100, 4)
-
-
 def typed_updates(text: str, client_id: int = 7) -> tuple[Doc, list[bytes]]:
     doc: Doc = Doc(client_id=client_id)
     updates: list[bytes] = []
@@ -104,6 +90,20 @@ def test_coalesce_merges_updates_and_keeps_newest_awareness() -> None:
     assert isinstance(last, AwarenessUpdate)
     states = {e.client_id: e.state for e in protocol.decode_awareness(last.payload)}
     assert states == {5: '"c"', 6: '"z"'}
+
+
+def test_coalesce_breaks_clock_ties_as_clients_do() -> None:
+    # Equal clocks: a removal replaces a present state, another state does not
+    # (the room's rule, awareness.newer): a client applying the frames one by
+    # one keeps "first" in the first case and nothing in the second.
+    (kept,) = coalesce([awareness((5, 3, '"first"')), awareness((5, 3, '"second"'))])
+    message = protocol.decode(kept)
+    assert isinstance(message, AwarenessUpdate)
+    assert protocol.decode_awareness(message.payload) == [AwarenessEntry(5, 3, '"first"')]
+    (kept,) = coalesce([awareness((5, 3, '"first"')), awareness((5, 3, "null"))])
+    message = protocol.decode(kept)
+    assert isinstance(message, AwarenessUpdate)
+    assert protocol.decode_awareness(message.payload) == [AwarenessEntry(5, 3, "null")]
 
 
 def test_outbox_merges_before_refusing_and_refuses_past_its_bound() -> None:

@@ -8,7 +8,7 @@ import pytest
 from pycrdt import Doc, Text
 
 from collab.core import protocol
-from collab.core.errors import BadUpdate, ProtocolError
+from collab.core.errors import BadUpdate, MessageTooBig, PolicyViolation, ProtocolError
 from collab.core.protocol import (
     AwarenessEntry,
     AwarenessUpdate,
@@ -145,21 +145,22 @@ def test_leaving_removes_the_awareness_states_the_peer_introduced():
     assert protocol.decode_awareness(protocol.decode(frame).payload) == [
         AwarenessEntry(7, 5, "null")
     ]
-    assert list(room.awareness) == [8]  # no tombstone left behind
+    assert list(room.awareness.states) == [8]  # no tombstone left behind
+    assert list(room.peers) == ["b"]
 
 
 def test_a_client_removing_its_own_state_leaves_nothing_behind():
     room = Room("doc")
     room.receive("a", awareness_frame(7, 1, '{"x":1}'))
     room.receive("a", awareness_frame(7, 2, "null"))
-    assert room.awareness == {} and room.leave("a").relay == []
+    assert room.awareness.states == {} and room.leave("a").relay == []
 
 
 def test_stale_awareness_clock_is_ignored():
     room = Room("doc")
     room.receive("a", awareness_frame(7, 5, '{"v":2}'))
     room.receive("a", awareness_frame(7, 3, '{"v":1}'))
-    assert room.awareness[7].state == '{"v":2}'
+    assert room.awareness.states[7].state == '{"v":2}'
 
 
 def test_query_awareness_is_answered_with_every_present_state():
@@ -242,3 +243,36 @@ def test_an_update_that_applies_as_is_is_relayed_as_received():
     frame = protocol.encode(Update(_update_inserting("x")))
     (relayed,) = room.receive("a", frame).relay
     assert relayed is frame  # no re-encoding on the hot path
+
+
+def test_peers_are_those_that_joined_and_have_not_left():
+    room = Room("doc")
+    room.join("a", sub="ann")
+    room.join("b")
+    assert list(room.peers) == ["a", "b"] and len(room.peers) == 2
+    assert room.peers["a"].sub == "ann" and room.peers["b"].sub is None
+    room.leave("a")
+    assert list(room.peers) == ["b"]
+    assert room.leave("a").relay == []  # leaving twice is harmless
+
+
+def test_awareness_limits_are_set_per_room():
+    room = Room("doc", max_awareness_bytes=10, max_awareness_clients=1)
+    room.join("a")
+    with pytest.raises(MessageTooBig):
+        room.receive("a", awareness_frame(1, 1, '"' + "x" * 10 + '"'))
+    room.receive("a", awareness_frame(1, 1, '"x"'))
+    with pytest.raises(PolicyViolation):
+        room.receive("a", awareness_frame(2, 1, '"y"'))
+    assert [e.client_id for e in room.awareness.present()] == [1]
+
+
+def test_an_update_from_another_process_is_relayed_once():
+    room = Room("doc")
+    update = _update_inserting("from afar")
+    (frame,) = room.apply_remote(update).relay
+    assert protocol.decode(frame) == Update(update) and room.text == "from afar"
+    assert room.apply_remote(update).relay == []  # an echo dies out
+    with pytest.raises(BadUpdate):
+        room.apply_remote(b"\x01\x02\x03")
+    assert room.text == "from afar"

@@ -139,4 +139,5 @@ def grant(claims: Mapping[str, Any], name: str, now: float) -> Permission:
     if not any(fnmatch.fnmatchcase(name, p) for p in patterns):
         raise Forbidden("token does not grant this document")
     sub = claims.get("sub")
-    return Permission(str(sub) if sub is not None else None, mode == "rw", float(expires))
+    # With a token, presence always carries a verified (maybe empty) sub: never a claimed one.
+    return Permission(str(sub) if sub is not None else "", mode == "rw", float(expires))

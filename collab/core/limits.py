@@ -7,12 +7,11 @@ code; nothing here knows about sockets.
 * ``TokenBucket``: a rate with a burst, for messages and bytes per connection
   (close 1008 when empty).
 * ``Counter``: connections per key (an IP address), refused past a cap.
-* ``check_awareness``: refuse an awareness state larger than a cap (1009), or
-  a message announcing more clients than a connection may own (1008).
 * ``Outbox``: the frames a slow reader has not taken yet; document updates are
   merged with ``pycrdt.merge_updates`` and awareness keeps the newest state per
-  client, so a lagging reader costs the size of what changed, not of every
-  message; past its bound the connection is closed (1013).
+  client (``awareness.newer``, the room's rule), so a lagging reader costs the
+  size of what changed, not of every message; past its bound the connection is
+  closed (1013).
 """
 
 from __future__ import annotations
@@ -23,10 +22,11 @@ from collections.abc import Hashable
 from pycrdt import merge_updates
 
 from . import protocol
-from .errors import MessageTooBig, PolicyViolation, ProtocolError
-from .protocol import AwarenessEntry, AwarenessUpdate, MessageType, Update
+from .awareness import newer
+from .errors import PolicyViolation, ProtocolError
+from .protocol import AwarenessEntry, AwarenessUpdate, Update
 
-__all__ = ["Counter", "Outbox", "TokenBucket", "check_awareness", "coalesce"]
+__all__ = ["Counter", "Outbox", "TokenBucket", "coalesce"]
 
 
 class TokenBucket:
@@ -86,36 +86,13 @@ class Counter:
             self.counts.pop(key, None)
 
 
-def check_awareness(data: bytes, max_state_bytes: int, max_clients: int = 0) -> None:
-    """Refuse an awareness message with too many clients or too large a state.
-
-    Other messages pass untouched (a one-byte look), so the hot path costs
-    nothing; a limit ``<= 0`` is no limit.
-
-    Raises:
-        MessageTooBig: a state is over ``max_state_bytes``.
-        PolicyViolation: the message carries over ``max_clients`` clients.
-        ProtocolError: the awareness message is malformed.
-    """
-    if (max_state_bytes <= 0 and max_clients <= 0) or not data or data[0] != MessageType.AWARENESS:
-        return
-    message = protocol.decode(data)
-    assert isinstance(message, AwarenessUpdate)
-    entries = protocol.decode_awareness(message.payload)
-    if 0 < max_clients < len(entries):
-        raise PolicyViolation(f"too many awareness clients (limit {max_clients})")
-    for entry in entries:
-        size = len(entry.state.encode())
-        if 0 < max_state_bytes < size:
-            raise MessageTooBig(f"awareness state of {size} bytes (limit {max_state_bytes})")
-
-
 def coalesce(frames: list[bytes]) -> list[bytes]:
     """Merge waiting frames: every update into one, awareness to the newest per client.
 
-    Other frames (sync step 1/2, auth) keep their order and come first. The
-    result means the same to a Yjs client as ``frames`` did, since updates
-    commute and awareness keeps only the newest clock per client.
+    Other frames (sync step 1/2, auth, anything unreadable) keep their order
+    and come first. The result means the same to a Yjs client as ``frames``
+    did: updates commute, and per client the entry kept is the first of those
+    no later one is ``newer`` than, the one a client applying them all keeps.
     """
     others: list[bytes] = []
     updates: list[bytes] = []
@@ -126,7 +103,7 @@ def coalesce(frames: list[bytes]) -> list[bytes]:
             if isinstance(message, AwarenessUpdate):
                 for entry in protocol.decode_awareness(message.payload):
                     current = states.get(entry.client_id)
-                    if current is None or entry.clock >= current.clock:
+                    if current is None or newer(entry, current):
                         states[entry.client_id] = entry
                 continue
         except ProtocolError:

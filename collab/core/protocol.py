@@ -199,7 +199,11 @@ class _Reader:
             raise ProtocolError("trailing bytes after message")
 
 
-_SYNC_TYPES = {SyncType.STEP1: SyncStep1, SyncType.STEP2: SyncStep2, SyncType.UPDATE: Update}
+_SYNC_TYPES: dict[SyncType, type[SyncStep1 | SyncStep2 | Update]] = {
+    SyncType.STEP1: SyncStep1,
+    SyncType.STEP2: SyncStep2,
+    SyncType.UPDATE: Update,
+}
 
 
 def decode(data: bytes) -> Message:

@@ -9,21 +9,25 @@ in the order data safety needs: log first, then relay.
 Document changes are read from ``Doc.observe``, so an update the document
 already holds produces no event and nothing is logged or relayed: echoes from a
 backplane or a reconnecting client die out here.
+
+Presence is ``awareness.Awareness``: the room decodes a message's envelope, the
+awareness module its payload, once; its limits and ownership rules refuse or
+drop entries before anything changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any
 
 from pycrdt import Doc, Text, TransactionEvent, merge_updates
 
-from . import protocol
+from . import awareness, protocol
+from .awareness import Awareness, Peer
 from .errors import BadUpdate, ProtocolError
 from .protocol import (
     Auth,
-    AwarenessEntry,
     AwarenessUpdate,
     QueryAwareness,
     SyncStep1,
@@ -36,30 +40,45 @@ __all__ = ["TEXT_NAME", "Effects", "Peer", "Room"]
 TEXT_NAME = "content"
 
 
-class Peer(Hashable, Protocol):
-    """A connection as the room sees it: anything hashable."""
-
-
 @dataclass
 class Effects:
-    """What the orchestrator must do after the room took a message."""
+    """What the orchestrator must do after the room took a message.
+
+    Attributes:
+        reply: frames for the sender, in order.
+        update: the document change to make durable before relaying, if any.
+        relay: frames for every other peer.
+        foreign: awareness entries dropped for naming a client id another peer
+            owns (worth a log line or a metric; the connection may stay open).
+    """
 
     reply: list[bytes] = field(default_factory=list)
     update: bytes | None = None
     relay: list[bytes] = field(default_factory=list)
+    foreign: int = 0
 
 
 _EMPTY_STATE = b"\x00"  # the state vector of a document with nothing in it
 
 
 class Room:
-    """The Yjs document of one name, its awareness states and its peers."""
+    """The Yjs document of one name, its awareness states and its peers.
 
-    def __init__(self, name: str) -> None:
+    Args:
+        name: the document's name.
+        max_awareness_bytes: the largest awareness state a peer may set (0: no limit).
+        max_awareness_clients: how many awareness client ids one peer may own
+            at once (0: no limit).
+    """
+
+    def __init__(
+        self, name: str, *, max_awareness_bytes: int = 0, max_awareness_clients: int = 0
+    ) -> None:
         self.name = name
-        self.doc: Doc = Doc()
-        self.peers: dict[Peer, set[int]] = {}
-        self.awareness: dict[int, AwarenessEntry] = {}
+        self.doc: Doc[Any] = Doc()
+        self.awareness = Awareness(
+            max_state_bytes=max_awareness_bytes, max_clients=max_awareness_clients
+        )
         self._changes: list[bytes] = []
         self._full_step2: bytes | None = None  # step 2 for an empty state vector
         self._subscription = self.doc.observe(self._on_transaction)
@@ -83,25 +102,43 @@ class Room:
                 self.doc.apply_update(update)
         self._changes.clear()
 
+    def apply_remote(self, update: bytes) -> Effects:
+        """Apply an update another process already logged; relay what was new.
+
+        Returns:
+            ``relay`` for every local peer (the caller does not log ``update``
+            again); nothing if the room already held it, so echoes die out.
+
+        Raises:
+            BadUpdate: the CRDT rejects the update; the document is unchanged.
+        """
+        return self._apply(update)
+
     # -- peers --------------------------------------------------------------
 
-    def join(self, peer: Peer) -> list[bytes]:
-        """Add ``peer``; return the frames to send it first (step 1, awareness)."""
-        self.peers[peer] = set()
+    @property
+    def peers(self) -> dict[Peer, awareness.Presence]:
+        """Every peer in the room (iterate for fan-out); values are their presence."""
+        return self.awareness.peers
+
+    def join(self, peer: Peer, sub: str | None = None) -> list[bytes]:
+        """Add ``peer``; return the frames to send it first (step 1, awareness).
+
+        Args:
+            peer: the connection.
+            sub: its verified identity (access control on); the room writes it
+                into every awareness state the peer sends, as ``user.sub``.
+        """
+        self.awareness.join(peer, sub)
         frames = [protocol.encode(SyncStep1(self.doc.get_state()))]
-        if present := self._present():
-            frames.append(self._awareness_frame(present))
+        if present := self.awareness.present():
+            frames.append(awareness.frame(present))
         return frames
 
     def leave(self, peer: Peer) -> Effects:
-        """Remove ``peer``; relay the removal of every awareness state it set."""
-        ids = self.peers.pop(peer, set())
-        gone = []
-        for client_id in ids:
-            entry = self.awareness.pop(client_id, None)
-            if entry is not None:
-                gone.append(AwarenessEntry(client_id, entry.clock + 1, "null"))
-        return Effects(relay=[self._awareness_frame(gone)] if gone else [])
+        """Remove ``peer``; relay the removal of every awareness state it owned."""
+        gone = self.awareness.leave(peer)
+        return Effects(relay=[awareness.frame(gone)] if gone else [])
 
     def close(self) -> None:
         """Release the document's observer so the room can be freed."""
@@ -112,9 +149,21 @@ class Room:
     def receive(self, peer: Peer, data: bytes, *, writable: bool = True) -> Effects:
         """Take one frame from ``peer``.
 
+        Args:
+            peer: the sender.
+            data: one y-protocols message.
+            writable: False for a read-only peer: its document updates are
+                dropped (its awareness is not: that is not an edit).
+
+        Returns:
+            What to do: log ``update``, then send ``reply`` and ``relay``.
+
         Raises:
-            ProtocolError: the frame is malformed or its update invalid; the
-                document is unchanged and the caller closes the connection.
+            ProtocolError: the frame is malformed or its update invalid (1007).
+            MessageTooBig: an awareness state is over its limit (1009).
+            PolicyViolation: the peer would own too many awareness ids (1008).
+            On any of these the room is unchanged and the caller closes the
+            connection with the error's ``close_code``.
         """
         match protocol.decode(data):
             case SyncStep1(state_vector):
@@ -124,13 +173,16 @@ class Room:
             case SyncStep2(update):
                 return self._apply(update) if writable else Effects()
             case AwarenessUpdate(payload):
-                self._take_awareness(peer, protocol.decode_awareness(payload))
+                received = self.awareness.receive(peer, payload, data)
+                if received.frame is None:
+                    return Effects(foreign=received.foreign)
                 # Echoed to the sender too, as the reference server does: a stock
                 # y-websocket client drops a socket that is silent for 30 s, and
                 # its periodic awareness renewal is what keeps a lone client alive.
-                return Effects(reply=[data], relay=[data])
+                out = received.frame
+                return Effects(reply=[out], relay=[out], foreign=received.foreign)
             case QueryAwareness():
-                return Effects(reply=[self._awareness_frame(self._present())])
+                return Effects(reply=[awareness.frame(self.awareness.present())])
             case Auth():
                 return Effects()
         raise ProtocolError("unhandled message")  # pragma: no cover
@@ -172,29 +224,6 @@ class Room:
         if change is None:
             return Effects()
         return Effects(update=change, relay=[protocol.encode(Update(change))])
-
-    # -- awareness ----------------------------------------------------------
-
-    def _take_awareness(self, peer: Peer, entries: list[AwarenessEntry]) -> None:
-        owned = self.peers.setdefault(peer, set())
-        for entry in entries:
-            current = self.awareness.get(entry.client_id)
-            if entry.removed:
-                # No tombstones: a removed client costs nothing however many come and go.
-                if current is not None and entry.clock >= current.clock:
-                    del self.awareness[entry.client_id]
-                owned.discard(entry.client_id)
-            else:
-                if current is None or entry.clock > current.clock:
-                    self.awareness[entry.client_id] = entry
-                owned.add(entry.client_id)
-
-    def _present(self) -> list[AwarenessEntry]:
-        return list(self.awareness.values())
-
-    @staticmethod
-    def _awareness_frame(entries: list[AwarenessEntry]) -> bytes:
-        return protocol.encode(AwarenessUpdate(protocol.encode_awareness(entries)))
 
     # -- the shared text ----------------------------------------------------
 

@@ -20,6 +20,11 @@ _COUNTERS = {
     "bytes_in": "Bytes received from clients",
     "bytes_out": "Bytes sent to clients",
     "merged": "Frames merged with others that arrived together before being relayed",
+    "awareness_foreign": "Awareness entries dropped: they named another connection's client id",
+}
+_SAMPLED = {
+    "store_damaged": "Damaged log files or records the store set aside (see its log)",
+    "extension_errors": "Extension hooks that raised (logged)",
 }
 
 
@@ -32,8 +37,10 @@ class Metrics:
         self.bytes_in = 0
         self.bytes_out = 0
         self.merged = 0
+        self.awareness_foreign = 0
         self.connections = 0
         self.documents: Callable[[], int] = lambda: 0
+        self.sampled: dict[str, Callable[[], int]] = {}
         self.registry = CollectorRegistry()
         self.persist_seconds = Histogram(
             "collab_persist_seconds",
@@ -49,6 +56,11 @@ class Metrics:
         )
         self.registry.register(_Sampler(self))
 
+    def sample(self, documents: Callable[[], int], **counters: Callable[[], int]) -> None:
+        """Read the loaded-document gauge and the ``_SAMPLED`` counters from these."""
+        self.documents = documents
+        self.sampled.update(counters)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -63,3 +75,6 @@ class _Sampler(Collector):
         yield GaugeMetricFamily("collab_documents_loaded", "Documents in memory", m.documents())
         for name, text in _COUNTERS.items():
             yield CounterMetricFamily(f"collab_{name}", text, getattr(m, name))
+        for name, text in _SAMPLED.items():
+            read = m.sampled.get(name)
+            yield CounterMetricFamily(f"collab_{name}", text, read() if read is not None else 0)

@@ -3,8 +3,8 @@
 Once ``YjsHandler`` has accepted the upgrade, the socket leaves Tornado for an
 asyncio transport driven by ``WebSocket``. The websockets library's sans-I/O
 ``Protocol`` parses what arrives (masking, fragments, control frames, the size
-limit, the closing handshake); each binary message goes to the hub. What the hub
-sends was framed once (``binary_frame``) and is written as-is. No coroutine or
+limit, the closing handshake); each binary message goes to the session. What
+the document sends was framed once (``binary_frame``) and is written as-is. No coroutine or
 future lives per connection or per message, which is what makes an idle
 connection a few KB and a message a few µs.
 
@@ -22,14 +22,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN, SEND_EOF, Protocol, Side
 
 from ..core import limits, protocol
 from ..core.auth import Permission
+from ..core.config import Config
 from ..core.errors import (
     CollabError,
     Forbidden,
@@ -38,11 +39,10 @@ from ..core.errors import (
     Unauthorized,
     UnsupportedData,
 )
-from ..core.room import Room
 from .frames import binary_frame
-from .hub import Hub
+from .session import Peer, Session
 
-__all__ = ["Sockets", "WebSocket"]
+__all__ = ["Gateway", "SocketLimits", "Sockets", "WebSocket"]
 
 log = logging.getLogger("collab.handler")
 
@@ -60,8 +60,48 @@ class _WireLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 wire_log = _WireLog(logging.getLogger("collab.wire"), {})
 
 
+@dataclass(frozen=True, slots=True)
+class SocketLimits:
+    """What one connection may send and leave waiting (0 = no limit)."""
+
+    rate_messages: float = 0.0
+    rate_messages_burst: int = 0
+    rate_bytes: float = 0.0
+    rate_bytes_burst: int = 0
+    max_pending_bytes: int = 0
+
+    @classmethod
+    def of(cls, config: Config) -> SocketLimits:
+        return cls(
+            config.rate_messages,
+            config.rate_messages_burst,
+            config.rate_bytes,
+            max(config.rate_bytes_burst, config.max_message_bytes),
+            config.max_pending_bytes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """What a socket needs of the server, handed to it (never reached through a hub).
+
+    Attributes:
+        join: ``join(name, peer, permission, id)`` lets the socket into a document.
+        limits: its rates and output bound.
+        sockets: the keep-alive registry it joins.
+        clock: wall time (Unix seconds), for token expiry.
+        refused: called with the close code of every refusal (a metric).
+    """
+
+    join: Callable[[str, Peer, Permission, str], Awaitable[Session]]
+    limits: SocketLimits
+    sockets: Sockets
+    clock: Callable[[], float]
+    refused: Callable[[int], None]
+
+
 class WebSocket(asyncio.Protocol):
-    """A joined client: what the hub calls a connection.
+    """A joined client: the ``Peer`` of one ``Session``.
 
     Created by the handler with the accepted handshake's response and whatever
     the client sent after it; ``start`` joins the document.
@@ -75,38 +115,38 @@ class WebSocket(asyncio.Protocol):
         "_messages",
         "_on_lost",
         "alive",
-        "hub",
+        "gateway",
+        "id",
         "ip",
         "outbox",
         "permission",
-        "room",
-        "sockets",
+        "session",
         "transport",
         "wire",
     )
 
+    _ids = iter(range(1, 1 << 62))
+
     def __init__(
         self,
-        hub: Hub,
-        sockets: Sockets,
+        gateway: Gateway,
         permission: Permission,
         ip: str,
         max_size: int | None,
         on_lost: Callable[[], None],
     ) -> None:
-        config, now = hub.config, time.monotonic()
-        self.hub = hub
-        self.sockets = sockets
+        limit, now = gateway.limits, time.monotonic()
+        self.gateway = gateway
         self.permission = permission
         self.ip = ip
+        self.id = f"c{next(WebSocket._ids)}"
         self.wire = Protocol(Side.SERVER, max_size=max_size, logger=wire_log)
         self.transport: asyncio.Transport | None = None
-        self.room: Room | None = None
+        self.session: Session | None = None
         self.outbox: limits.Outbox | None = None
         self.alive = True  # something arrived since the last keep-alive ping
-        self._messages = limits.TokenBucket(config.rate_messages, config.rate_messages_burst, now)
-        burst = max(config.rate_bytes_burst, config.max_message_bytes)
-        self._bytes = limits.TokenBucket(config.rate_bytes, burst, now)
+        self._messages = limits.TokenBucket(limit.rate_messages, limit.rate_messages_burst, now)
+        self._bytes = limits.TokenBucket(limit.rate_bytes, limit.rate_bytes_burst, now)
         self._fragments: list[bytes] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._closer: asyncio.TimerHandle | None = None
@@ -123,7 +163,7 @@ class WebSocket(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(greeting)
         try:
-            self.room = await self.hub.join(name, self)
+            self.session = await self.gateway.join(name, self, self.permission, self.id)
         except CollabError as exc:
             self.refuse(exc)  # and read on, for the client's answer to the close
         except Exception:
@@ -134,23 +174,24 @@ class WebSocket(asyncio.Protocol):
                 self._leave()
                 return
             if self.permission.expires is not None:
-                delay = max(0.0, self.permission.expires - self.hub.clock())
+                delay = max(0.0, self.permission.expires - self.gateway.clock())
                 loop = asyncio.get_running_loop()
                 self._expiry = loop.call_later(delay, self.refuse, Unauthorized("token expired"))
         if self.transport is None:
             return
-        self.sockets.add(self)  # pinged from now on, while its answers are read
+        self.gateway.sockets.add(self)  # pinged from now on, while its answers are read
         if early:
             self.data_received(early)  # frames are ignored if refused, but parsed
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.transport.pause_reading()  # until ``start`` has joined the document
-        bound = self.hub.config.max_pending_bytes
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.pause_reading()  # until ``start`` has joined the document
+        bound = self.gateway.limits.max_pending_bytes
         if bound > 0:
-            self.transport.set_write_buffer_limits(high=max(bound // 4, 1))  # type: ignore[union-attr]
+            transport.set_write_buffer_limits(high=max(bound // 4, 1))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -159,7 +200,7 @@ class WebSocket(asyncio.Protocol):
                 timer.cancel()
         self._expiry = self._closer = None
         self._leave()
-        self.sockets.discard(self)
+        self.gateway.sockets.discard(self)
         if self._on_lost is not None:
             self._on_lost()
             self._on_lost = None
@@ -176,9 +217,9 @@ class WebSocket(asyncio.Protocol):
         wire = self.wire
         wire.receive_data(data)
         for frame in wire.events_received():
-            if self.room is not None:
-                self._frame(frame)
-        if wire.parser_exc is not None and self.room is not None:
+            if self.session is not None:
+                self._frame(frame)  # type: ignore[arg-type]  # a server protocol yields frames
+        if wire.parser_exc is not None and self.session is not None:
             exc = wire.parser_exc
             code = wire.close_sent.code if wire.close_sent is not None else 1006
             self._log_refusal(str(exc) or type(exc).__name__, code)
@@ -186,15 +227,15 @@ class WebSocket(asyncio.Protocol):
         self._flush_wire()
 
     def _frame(self, frame: Frame) -> None:
-        opcode = frame.opcode
+        opcode, data = frame.opcode, bytes(frame.data)
         if opcode is Opcode.BINARY and frame.fin:
-            self._message(frame.data)
+            self._message(data)
         elif opcode is Opcode.TEXT:
             self.refuse(UnsupportedData("text frames not supported"))
         elif opcode is Opcode.BINARY:
-            self._fragments = [frame.data]
+            self._fragments = [data]
         elif opcode is Opcode.CONT and self._fragments is not None:
-            self._fragments.append(frame.data)
+            self._fragments.append(data)
             if frame.fin:
                 message, self._fragments = b"".join(self._fragments), None
                 self._message(message)
@@ -202,38 +243,33 @@ class WebSocket(asyncio.Protocol):
             self._leave()
 
     def _message(self, message: bytes) -> None:
-        room = self.room
-        if room is None:
+        session = self.session
+        if session is None:
             return  # refused already: frames still in flight are ignored
-        config = self.hub.config
         try:
             self._charge(len(message))
-            cap = config.max_awareness_clients
-            limits.check_awareness(message, config.max_awareness_bytes, cap)
-            self.hub.receive(self, room, message, self.permission.writable)
-            if self.room is not None and 0 < cap < len(self.room.peers.get(self, ())):
-                raise PolicyViolation(f"too many awareness clients (limit {cap})")
+            session.receive(message)
         except CollabError as exc:
             self.refuse(exc)
         except Exception:
-            log.exception("error handling a message for %r", room.name)
+            log.exception("error handling a message for %r", session.name)
             self.refuse(CollabError("internal error"))
 
     def _charge(self, size: int) -> None:
-        config, now = self.hub.config, time.monotonic()
+        limit, now = self.gateway.limits, time.monotonic()
         if not self._messages.take(1, now):
-            raise PolicyViolation(f"rate limit: over {config.rate_messages:g} messages/s")
+            raise PolicyViolation(f"rate limit: over {limit.rate_messages:g} messages/s")
         if not self._bytes.take(size, now):
-            raise PolicyViolation(f"rate limit: over {config.rate_bytes:g} bytes/s")
+            raise PolicyViolation(f"rate limit: over {limit.rate_bytes:g} bytes/s")
 
-    # -- writing (what the hub calls) -----------------------------------------------
+    # -- writing (what the document calls) -------------------------------------------
 
     def send(self, data: bytes) -> None:
         """Write ``data`` as one binary frame, or hold it while the reader is behind."""
         if self.outbox is not None:
             if not self.outbox.put(data):
                 self.outbox = None
-                bound = self.hub.config.max_pending_bytes
+                bound = self.gateway.limits.max_pending_bytes
                 self.refuse(SlowConsumer(f"too far behind: over {bound} bytes waiting"))
             return
         transport = self.transport
@@ -242,7 +278,7 @@ class WebSocket(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.outbox is None and self.wire.state is OPEN:
-            self.outbox = limits.Outbox(self.hub.config.max_pending_bytes)
+            self.outbox = limits.Outbox(self.gateway.limits.max_pending_bytes)
 
     def resume_writing(self) -> None:
         outbox, self.outbox = self.outbox, None
@@ -299,19 +335,19 @@ class WebSocket(asyncio.Protocol):
 
     def _leave(self) -> None:
         self._fragments = None
-        if self.room is not None:
-            room, self.room = self.room, None
-            self.hub.leave(self, room)
+        if self.session is not None:
+            session, self.session = self.session, None
+            session.leave()
 
     def _log_refusal(self, reason: str, code: int) -> None:
         log.warning("closing %s on %r: %s (%d)", self._who(), self._room_name(), reason, code)
-        self.hub.metrics.errors.labels(str(code)).inc()
+        self.gateway.refused(code)
 
     def _who(self) -> str:
         return f"{self.permission.user or '-'}@{self.ip}"
 
     def _room_name(self) -> str:
-        return self.room.name if self.room is not None else "-"
+        return self.session.name if self.session is not None else "-"
 
     def __repr__(self) -> str:
         return f"<WebSocket {self._who()} {self._room_name()!r}>"
@@ -330,6 +366,11 @@ class Sockets:
         self.live: set[WebSocket] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._empty: asyncio.Future[None] | None = None
+
+    def configure(self, interval: float | None, timeout: float | None) -> None:
+        """Set the keep-alive timing (a host application's Tornado settings win)."""
+        self.interval = interval or 0.0
+        self.timeout = min(timeout or 0.0, self.interval)
 
     def add(self, ws: WebSocket) -> None:
         self.live.add(ws)
@@ -374,11 +415,3 @@ class Sockets:
         """Drop the sockets silent since the last ping (new ones start alive)."""
         for ws in [ws for ws in self.live if not ws.alive]:
             ws.drop(f"no answer to a ping within {self.timeout:g}s")
-
-    @classmethod
-    def of(cls, settings: dict[str, Any], interval: float | None, timeout: float | None) -> Sockets:
-        """The application's ``Sockets`` (kept in its ``settings``)."""
-        sockets = settings.get("collab_sockets")
-        if sockets is None:
-            sockets = settings["collab_sockets"] = cls(interval, timeout)
-        return sockets  # type: ignore[no-any-return]

@@ -1,155 +1,74 @@
-"""Documents on disk: a snapshot plus an append-only log of updates.
+"""Documents in a data directory: the ``Store`` of snapshots plus append-only logs.
 
-Rule: synchronous file I/O only; no tornado, no asyncio, no clock. The hub
-decides when to call what (and runs big writes off the event loop).
-
-Per document, with ``stem = names.to_stem(name)``::
-
-    <stem>.snap       MAGIC_SNAP, version, u32 len, u32 crc32, body
-                      body = u64 log_seq, u16 name_len, name, full Yjs state
-    <stem>.<seq>.log  MAGIC_LOG, version, u16 name_len, name, then records
-                      record = u32 len, u32 crc32(payload), payload (one update)
-
-Loading reads the snapshot, then every log whose ``seq`` is at least the
-snapshot's ``log_seq``, in order. A record that is cut short or fails its
-checksum ends its log: it and anything after it are dropped (logged) and the
-file is truncated there, so later appends stay readable. Compaction opens log
-``seq + 1`` first, then writes the snapshot naming ``seq + 1`` atomically (temp
-file, fsync, rename, fsync directory) and only then removes older logs; a crash
-at any point leaves a state that replays to the same document, because Yjs
-updates are idempotent. An unreadable snapshot is moved aside to
-``<stem>.snap.corrupt`` and the document refuses to open until an operator
-deals with it: serving it empty would let the empty state overwrite the real one.
+Rule: no tornado, no sockets. ``FileStore`` holds the directory lock, the
+store's own threads (``run``: every blocking call goes there) and the interval
+syncer; ``filelog.FileLog`` is one open document, ``disk`` does the blocking
+work (layout, repair on load) and ``records`` is the byte format.
+``read_only`` stores never write, move or truncate anything (``collab export``
+beside a running server).
 """
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import contextlib
-import errno
 import fcntl
 import logging
 import os
-import struct
-import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..core import names
-from ..core.errors import DocumentUnavailable
-from .base import DocInfo, Stored, StoreLocked
+from . import records as fmt
+from .base import DocInfo, FsyncPolicy, StoreLocked
+from .disk import Directory
+from .filelog import GROUP_COMMIT_WINDOW, FileCursor, FileLog
 
-__all__ = ["FileLog", "FileStore"]
+__all__ = ["GROUP_COMMIT_WINDOW", "FileCursor", "FileLog", "FileStore"]
 
 log = logging.getLogger("collab.store")
 
-MAGIC_SNAP = b"CSNP"
-MAGIC_LOG = b"CLOG"
-VERSION = 1
-_RECORD = struct.Struct("<II")
-_SNAP_HEAD = struct.Struct("<QH")
-
-
-# -- file store -------------------------------------------------------------
-
-
-def _frame(payload: bytes) -> bytes:
-    return _RECORD.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def _name_field(name: str) -> bytes:
-    raw = name.encode()
-    return struct.pack("<H", len(raw)) + raw
-
-
-def _read_records(data: bytes, start: int) -> tuple[list[bytes], int]:
-    """Return the complete, intact records from ``start`` and where they end."""
-    records, pos = [], start
-    while pos + _RECORD.size <= len(data):
-        length, crc = _RECORD.unpack_from(data, pos)
-        end = pos + _RECORD.size + length
-        payload = data[pos + _RECORD.size : end]
-        if end > len(data) or zlib.crc32(payload) != crc:
-            break
-        records.append(payload)
-        pos = end
-    return records, pos
-
-
-def _log_header(name: str) -> bytes:
-    return MAGIC_LOG + bytes([VERSION]) + _name_field(name)
-
-
-def _header_end(data: bytes) -> int:
-    """Offset where records start, or -1 if the header is not ours."""
-    if len(data) < 7 or data[:4] != MAGIC_LOG or data[4] != VERSION:
-        return -1
-    (name_len,) = struct.unpack_from("<H", data, 5)
-    return 7 + name_len if 7 + name_len <= len(data) else -1
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class FileLog:
-    """Append handle on ``<stem>.<seq>.log``; creates it with a header."""
-
-    def __init__(self, path: Path, name: str) -> None:
-        self.path = path
-        new = not path.exists()
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        if new:
-            os.write(self._fd, _log_header(name))
-        self.size = os.fstat(self._fd).st_size
-        self._dir_synced = not new
-
-    def append(self, payload: bytes) -> None:
-        """Write one record through to the OS, whole or not at all.
-
-        Raises:
-            OSError: the record could not be written (e.g. ENOSPC); the log is
-                left as it was, so later records never follow a torn one.
-        """
-        record = _frame(payload)
-        try:
-            written = os.write(self._fd, record)
-        except OSError:
-            os.ftruncate(self._fd, self.size)
-            raise
-        if written != len(record):  # a nearly full disk writes short instead of failing
-            os.ftruncate(self._fd, self.size)
-            raise OSError(errno.ENOSPC, f"short write to {self.path.name}")
-        self.size += len(record)
-
-    def sync(self) -> None:
-        os.fsync(self._fd)
-        if not self._dir_synced:
-            _fsync_dir(self.path.parent)
-            self._dir_synced = True
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+T = TypeVar("T")
 
 
 class FileStore:
-    """Snapshots and logs under one directory.
+    """Snapshots and logs under one directory; see ``base.Store``.
 
-    ``read_only`` stores never truncate, move or write anything (``collab
-    export`` next to a running server).
+    Args:
+        root: the data directory (created unless ``read_only``).
+        read_only: never write, move or truncate anything.
+        fsync: ``always`` (``durable`` once fsynced, by group commits),
+            ``interval`` (fsync dirty logs every ``fsync_interval`` seconds) or
+            ``never``; snapshots are always fsynced.
     """
 
-    def __init__(self, root: Path | str, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        read_only: bool = False,
+        fsync: FsyncPolicy = "interval",
+        fsync_interval: float = 1.0,
+    ) -> None:
+        if fsync not in ("always", "interval", "never"):
+            raise ValueError(f"fsync must be always, interval or never, not {fsync!r}")
         self.root = Path(root)
         self.read_only = read_only
+        self.fsync: FsyncPolicy = fsync
+        self.fsync_interval = fsync_interval
+        self.damaged = 0
         if not read_only:
             self.root.mkdir(parents=True, exist_ok=True)
+        self.disk = Directory(self.root, read_only)
         self._lock_fd = -1
+        self._pool: ThreadPoolExecutor | None = None
+        self._open: dict[str, FileLog] = {}
+        self._syncer: asyncio.TimerHandle | None = None
+        self._syncing: set[asyncio.Task[None]] = set()
+
+    # -- the directory lock -------------------------------------------------
 
     def acquire(self) -> None:
         """Take the directory's lock so no second writer can use it.
@@ -180,156 +99,88 @@ class FileStore:
         finally:
             self.release()
 
-    # paths
-    def _snap(self, stem: str) -> Path:
-        return self.root / f"{stem}.snap"
+    # -- the Store protocol -------------------------------------------------
 
-    def _log(self, stem: str, seq: int) -> Path:
-        return self.root / f"{stem}.{seq}.log"
+    def log(self, name: str) -> FileLog:
+        return FileLog(self, name)
 
-    def _logs_from(self, stem: str, start: int) -> list[tuple[int, Path]]:
-        """The logs ``start``, ``start + 1``, ... that exist, looked up by name.
+    async def info(self, name: str) -> DocInfo | None:
+        return await self.run(self._info, name)
 
-        Logs from the snapshot's ``log_seq`` on are consecutive: one is created
-        only just before the snapshot that names it. No directory scan, so
-        opening a document costs the same however many documents there are.
-        """
-        found = []
-        while (path := self._log(stem, start)).exists():
-            found.append((start, path))
-            start += 1
-        return found
+    async def list(self) -> builtins.list[DocInfo]:
+        return await self.run(self._list)
 
-    def _remove_logs_below(self, stem: str, seq: int) -> None:
-        while seq > 0 and (path := self._log(stem, seq - 1)).exists():
-            path.unlink()
-            seq -= 1
+    async def close(self) -> None:
+        """Close every open log (fsyncing it), stop the syncer and the threads, unlock."""
+        if self._syncer is not None:
+            self._syncer.cancel()
+            self._syncer = None
+        for doc in list(self._open.values()):
+            try:
+                await doc.close()
+            except Exception:
+                log.exception("could not close the log of %r", doc.name)
+        await asyncio.gather(*self._syncing, return_exceptions=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.release()
 
-    def _snapshot_seq(self, snap: Path) -> int:
+    # -- for FileLog ----------------------------------------------------------
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking ``fn(*args)`` in the store's threads."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="collab-store")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def claim(self, doc: FileLog) -> None:
+        if self._open.setdefault(doc.name, doc) is not doc:
+            raise RuntimeError(f"{doc.name!r} is open already in this store")
+
+    def unclaim(self, doc: FileLog) -> None:
+        if self._open.get(doc.name) is doc:
+            del self._open[doc.name]
+
+    def schedule_sync(self) -> None:
+        """With ``fsync="interval"``, fsync every dirty log once ``fsync_interval`` from now."""
+        if self.fsync == "interval" and self._syncer is None:
+            loop = asyncio.get_running_loop()
+            self._syncer = loop.call_later(self.fsync_interval, self._sync_dirty)
+
+    def _sync_dirty(self) -> None:
+        self._syncer = None  # the next append starts it again
+        for doc in self._open.values():
+            if doc.dirty:
+                task = asyncio.ensure_future(self._sync_logged(doc))
+                self._syncing.add(task)
+                task.add_done_callback(self._syncing.discard)
+
+    @staticmethod
+    async def _sync_logged(doc: FileLog) -> None:
+        try:
+            await doc.sync()
+        except Exception:
+            log.exception("fsync of %r failed", doc.name)
+
+    # -- listing --------------------------------------------------------------
+
+    def _info(self, name: str) -> DocInfo | None:
+        stem = names.to_stem(name)
+        snap = self.disk.snap(stem)
+        corrupt = snap.with_name(snap.name + ".corrupt")  # still there, if refused
         try:
             with open(snap, "rb") as f:
-                head = f.read(13 + 8)
-        except FileNotFoundError:
-            return 0
-        return struct.unpack_from("<Q", head, 13)[0] if len(head) == 21 else 0
-
-    def _logs(self, stem: str) -> list[tuple[int, Path]]:
-        """Every log of ``stem``, found by scanning the directory (rare operations)."""
-        found = []
-        for path in self.root.glob(f"{stem}.*.log"):
-            seq = path.name[len(stem) + 1 : -4]
-            if seq.isdigit():
-                found.append((int(seq), path))
-        return sorted(found)
-
-    # reading
-    def load(self, name: str) -> Stored:
-        """Read a document's snapshot and logs.
-
-        Raises:
-            DocumentUnavailable: the snapshot is unreadable (it has been moved
-                aside) or was moved aside before; the document must not open.
-        """
-        stem = names.to_stem(name)
-        snap = self._snap(stem)
-        corrupt = snap.with_name(snap.name + ".corrupt")
-        if corrupt.exists():
-            raise DocumentUnavailable(f"snapshot of {name!r} is corrupt; see {corrupt}")
-        stored = Stored()
-        if snap.exists():
-            state, stored.seq = self._read_snapshot(snap, corrupt, name)
-            stored.updates.append(state)
-        if not self.read_only:
-            self._remove_logs_below(stem, stored.seq)  # compacted; removal was interrupted
-        for seq, path in self._logs_from(stem, stored.seq):
-            records = self._read_log(path, stored)
-            stored.updates += records
-            stored.records += len(records)
-            stored.seq = seq
-        return stored
-
-    def _read_snapshot(self, snap: Path, corrupt: Path, name: str) -> tuple[bytes, int]:
-        data = snap.read_bytes()
-        ok = len(data) >= 13 and data[:4] == MAGIC_SNAP and data[4] == VERSION
-        if ok:
-            length, crc = _RECORD.unpack_from(data, 5)
-            body = data[13 : 13 + length]
-            ok = len(body) == length and zlib.crc32(body) == crc
-        if not ok:
-            if self.read_only:
-                raise DocumentUnavailable(f"snapshot of {name!r} is corrupt")
-            os.replace(snap, corrupt)
-            log.error("snapshot %s is corrupt: moved to %s; document refused", snap, corrupt)
-            raise DocumentUnavailable(f"snapshot of {name!r} is corrupt")
-        seq, name_len = _SNAP_HEAD.unpack_from(body)
-        return body[_SNAP_HEAD.size + name_len :], seq
-
-    def _read_log(self, path: Path, stored: Stored) -> list[bytes]:
-        data = path.read_bytes()
-        start = _header_end(data)
-        if start < 0:
-            log.error("log %s has no valid header; ignoring its %d bytes", path, len(data))
-            stored.dropped_bytes += len(data)
-            if not self.read_only:
-                path.replace(path.with_name(path.name + ".corrupt"))
-            return []
-        records, end = _read_records(data, start)
-        if end < len(data):
-            log.warning(
-                "log %s: dropped %d bytes of torn or corrupt tail after %d records",
-                path,
-                len(data) - end,
-                len(records),
-            )
-            stored.dropped_bytes += len(data) - end
-            if not self.read_only:
-                os.truncate(path, end)
-        return records
-
-    # writing
-    def open_log(self, name: str, seq: int) -> FileLog:
-        return FileLog(self.root / f"{names.to_stem(name)}.{seq}.log", name)
-
-    def save_snapshot(self, name: str, state: bytes, seq: int) -> None:
-        """Atomically replace the snapshot, then drop the logs it covers."""
-        stem = names.to_stem(name)
-        body = _SNAP_HEAD.pack(seq, len(name.encode())) + name.encode() + state
-        data = MAGIC_SNAP + bytes([VERSION]) + _frame(body)
-        snap = self._snap(stem)
-        tmp = snap.with_name(snap.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, snap)
-        _fsync_dir(self.root)
-        self._remove_logs_below(stem, seq)
-
-    def delete(self, name: str) -> bool:
-        stem = names.to_stem(name)
-        paths = [self._snap(stem), *(p for _, p in self._logs(stem))]
-        existed = False
-        for path in paths:
-            if path.exists():
-                path.unlink()
-                existed = True
-        if existed:
-            _fsync_dir(self.root)
-        return existed
-
-    # listing
-    def info(self, name: str) -> DocInfo | None:
-        stem = names.to_stem(name)
-        snap = self._snap(stem)
-        corrupt = snap.with_name(snap.name + ".corrupt")  # still exists, if refused
-        logs = self._logs_from(stem, self._snapshot_seq(snap))
-        paths = [snap, corrupt, *(p for _, p in logs)]
+                base = fmt.parse_snapshot_head(f.read(1024))[0]
+        except (OSError, fmt.Damaged, fmt.NewerFormat):
+            base = 0
+        paths = [snap, corrupt, *(p for _, p in self.disk.logs_from(stem, base))]
         stats = [p.stat() for p in paths if p.exists()]
         if not stats:
             return None
         return DocInfo(name, sum(s.st_size for s in stats), max(s.st_mtime for s in stats))
 
-    def list(self) -> list[DocInfo]:
+    def _list(self) -> builtins.list[DocInfo]:
         stems = set()
         for path in self.root.iterdir():
             if path.suffix in (".snap", ".log") or path.name.endswith(".snap.corrupt"):
@@ -337,22 +188,21 @@ class FileStore:
         found = []
         for stem in stems:
             name = names.from_stem(stem) or self._name_in_headers(stem)
-            info = self.info(name) if name is not None else None
+            info = self._info(name) if name is not None else None
             if info is not None:
                 found.append(info)
         return sorted(found, key=lambda d: d.name)
 
     def _name_in_headers(self, stem: str) -> str | None:
-        for _, path in self._logs(stem):
-            data = path.read_bytes()[:512]
-            if _header_end(data) > 0:
-                (length,) = struct.unpack_from("<H", data, 5)
-                return data[7 : 7 + length].decode(errors="replace")
-        snap = self._snap(stem)
-        if snap.exists():
-            data = snap.read_bytes()[: 13 + _SNAP_HEAD.size + 512]
-            if len(data) > 13 + _SNAP_HEAD.size:
-                _, length = _SNAP_HEAD.unpack_from(data, 13)
-                start = 13 + _SNAP_HEAD.size
-                return data[start : start + length].decode(errors="replace")
+        """The name a hashed stem came from, as its logs or snapshot record it."""
+        heads = [p for _, p in self.disk.logs(stem)] + [self.disk.snap(stem)]
+        for path in heads:
+            try:
+                with open(path, "rb") as f:
+                    data = f.read(1024)
+                if path.suffix == ".log":
+                    return fmt.parse_log_header(data).name
+                return fmt.parse_snapshot_head(data)[1]
+            except (OSError, fmt.Damaged, fmt.NewerFormat):
+                continue
         return None

@@ -34,6 +34,7 @@ class _ApiHandler(TokenSafeLogs):
     def initialize(self, hub: Hub, authorize: Authorize = allow_all) -> None:
         self.hub = hub
         self.authorize = authorize
+        self.permission = Permission()
         self._chunks: list[bytes] = []
 
     async def prepare(self) -> None:
@@ -59,7 +60,7 @@ class _ApiHandler(TokenSafeLogs):
     async def _permit(self, name: str, write: bool = False) -> str:
         """Validate ``name`` and check the caller may read (or write) it."""
         name = names.validate(name)
-        permission = await self._call(name)
+        self.permission = permission = await self._call(name)
         if write and not permission.writable:
             raise Forbidden("read-only token")
         return name
@@ -128,7 +129,7 @@ class TextHandler(_ApiHandler):
             text = self.body.decode()
         except UnicodeDecodeError:
             raise tornado.web.HTTPError(400, "body is not UTF-8") from None
-        await self.hub.set_text(name, text)
+        await self.hub.set_text(name, text, author=self.permission.user or "api")
         self.set_status(204)
         self.finish()
 

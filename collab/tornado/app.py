@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import tornado.web
 
 from ..core.auth import Authorize, allow_all
 from ..core.config import Config
+from ..server.extensions import Extension
 from ..server.hub import Hub
 from ..server.tokens import JwtAuthorizer
 from .api import DocHandler, DocsHandler, HealthHandler, MetricsHandler, TextHandler
@@ -23,12 +25,15 @@ def routes(
     prefix: str = "",
     authorize: Authorize = allow_all,
     allow_origins: tuple[str, ...] = (),
+    extensions: Iterable[Extension] = (),
 ) -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]]:
     """The sync endpoint and the document API, for mounting under ``prefix``.
 
     ``prefix`` is a path like ``"/collab"`` (no trailing slash); the sync
-    endpoint is then ``{prefix}/ws/<name>``.
+    endpoint is then ``{prefix}/ws/<name>``. ``extensions`` are added to the
+    hub's (``Hub.use``), after those it already has.
     """
+    hub.use(*extensions)
     api = {"hub": hub, "authorize": authorize}
     ws = {**api, "allow_origins": allow_origins}
     return [
@@ -41,7 +46,9 @@ def routes(
     ]
 
 
-def make_app(config: Config | None = None, hub: Hub | None = None) -> tornado.web.Application:
+def make_app(
+    config: Config | None = None, hub: Hub | None = None, extensions: Iterable[Extension] = ()
+) -> tornado.web.Application:
     """The standalone server: editor pages, static assets, API and sync."""
     config = config or Config()
     hub = hub or Hub(config)
@@ -51,7 +58,7 @@ def make_app(config: Config | None = None, hub: Hub | None = None) -> tornado.we
     handlers: list[Any] = [
         (r"/", HomePageHandler, pages),
         (r"/d/(.+)", EditorPageHandler, pages),
-        *routes(hub, "", authorize, config.allow_origins),
+        *routes(hub, "", authorize, config.allow_origins, extensions),
     ]
     app = tornado.web.Application(
         handlers,
@@ -62,5 +69,4 @@ def make_app(config: Config | None = None, hub: Hub | None = None) -> tornado.we
         websocket_ping_timeout=config.ping_timeout or None,
         websocket_max_message_size=config.max_message_bytes,
     )
-    app.settings["collab_hub"] = hub
     return app

@@ -30,7 +30,7 @@ from ..core import limits, names
 from ..core.auth import Authorize, Permission, allow_all, origin_allowed
 from ..core.errors import CollabError, Forbidden, Unauthorized
 from ..server.hub import Hub
-from ..server.sockets import Sockets, WebSocket, wire_log
+from ..server.sockets import WebSocket, wire_log
 from ..server.tokens import permit
 from .logs import TokenSafeLogs
 from .stream_transport import IOStreamTransport
@@ -109,7 +109,8 @@ class YjsHandler(TokenSafeLogs, tornado.web.RequestHandler):
 
     @property
     def max_message_size(self) -> int:
-        return self.settings.get("websocket_max_message_size", self.hub.config.max_message_bytes)
+        size = self.settings.get("websocket_max_message_size", self.hub.config.max_message_bytes)
+        return int(size)
 
     def check_origin(self, origin: str) -> bool:
         return origin_allowed(origin, self.request.headers.get("Host"), self.allow_origins)
@@ -124,12 +125,12 @@ class YjsHandler(TokenSafeLogs, tornado.web.RequestHandler):
             for key, value in response.headers.raw_items():
                 if key.lower() in _HANDSHAKE_HEADERS:
                     self.set_header(key, value)
-            self.finish(response.body)
+            self.finish(bytes(response.body))
             return
         server.send_response(response)
         greeting = b"".join(server.data_to_send())
         self.set_status(101)
-        self.application.log_request(self)  # type: ignore[arg-type]
+        self.application.log_request(self)
         stream = self.detach()
         if stream.closed() or stream.socket is None:
             return  # the client went away during the handshake
@@ -137,7 +138,8 @@ class YjsHandler(TokenSafeLogs, tornado.web.RequestHandler):
         self._ip = None  # released by the socket when it goes
         size = self.max_message_size or None
         release = functools.partial(counter.release, ip)
-        ws = WebSocket(self.hub, self._sockets(), self.permission, ip, size, release)
+        self.hub.sockets.configure(self.ping_interval, self.ping_timeout)
+        ws = WebSocket(self.hub.gateway, self.permission, ip, size, release)
         early = b""
         if isinstance(stream, tornado.iostream.SSLIOStream):
             IOStreamTransport(stream, ws)  # TLS stays with Tornado; reads start after the join
@@ -154,15 +156,8 @@ class YjsHandler(TokenSafeLogs, tornado.web.RequestHandler):
                 return
         await ws.start(name, greeting, early)
 
-    def _sockets(self) -> Sockets:
-        return Sockets.of(self.application.settings, self.ping_interval, self.ping_timeout)
-
     def _ip_counter(self) -> limits.Counter:
-        settings = self.application.settings
-        if "collab_connections_per_ip" not in settings:
-            cap = self.hub.config.max_connections_per_ip
-            settings["collab_connections_per_ip"] = limits.Counter(cap)
-        return cast(limits.Counter, settings["collab_connections_per_ip"])
+        return self.hub.ips
 
     def _release_ip(self) -> None:
         if self._ip is not None:

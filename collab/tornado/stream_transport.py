@@ -49,7 +49,8 @@ class IOStreamTransport(asyncio.Transport):
             self._lost = True
             self._closing = True
             self._reader.cancel()
-            self._protocol.connection_lost(self._stream.error)
+            error = self._stream.error
+            self._protocol.connection_lost(error if isinstance(error, Exception) else None)
 
     # -- asyncio.Transport ----------------------------------------------------------
 

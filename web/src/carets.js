@@ -4,11 +4,13 @@
 // same CSS class names) to fix two things: its caret widget compares only the
 // colour, so a renamed person kept their old label; and it puts remote colours
 // into style attributes unchecked. It also publishes this page's own cursor in
-// awareness, as the plugin it replaces did.
+// awareness, as the plugin it replaces did. A person signed in with a token also
+// shows the identity the server verified (`user.sub`), after the name.
 import * as Y from 'yjs'
 import { Annotation } from '@codemirror/state'
 import { Decoration, ViewPlugin, WidgetType } from '@codemirror/view'
 import { ySyncFacet } from 'y-codemirror.next'
+import { token } from './common.js'
 
 const FALLBACK_COLOR = '#7c6f64'
 
@@ -18,11 +20,23 @@ export const safeColor = (color) => (/^#[0-9a-f]{3,8}$/i.test(color) ? color : F
 /** A display name from another client: a string, not too long. */
 export const safeName = (name) => String(name || 'Anonymous').slice(0, 40)
 
+/**
+ * The identity the server verified for a person, or null.
+ *
+ * With access control on (this page has a token, so every connection has one) the
+ * server writes `user.sub` into every state it relays, over anything a client
+ * claimed there. Without it nobody sets `user.sub` but the client itself, so it
+ * is never shown.
+ */
+export const verifiedSub = (user, withToken = Boolean(token)) =>
+  withToken && user && typeof user.sub === 'string' && user.sub !== '' ? user.sub.slice(0, 64) : null
+
 class CaretWidget extends WidgetType {
-  constructor (color, name) {
+  constructor (color, name, sub) {
     super()
     this.color = color
     this.name = name
+    this.sub = sub
   }
 
   toDOM () {
@@ -33,12 +47,18 @@ class CaretWidget extends WidgetType {
     const info = document.createElement('span')
     info.className = 'cm-ySelectionInfo'
     info.textContent = this.name
+    if (this.sub) {
+      const badge = document.createElement('span')
+      badge.className = 'cm-ySelectionSub'
+      badge.textContent = `\u2713 ${this.sub}`
+      info.append(badge)
+    }
     caret.append('\u2060', info, '\u2060') // word joiners keep the caret from breaking lines
     return caret
   }
 
   eq (other) {
-    return other.color === this.color && other.name === this.name
+    return other.color === this.color && other.name === this.name && other.sub === this.sub
   }
 
   get estimatedHeight () { return -1 }
@@ -130,7 +150,7 @@ class RemoteCarets {
       const at = Math.min(head.index, doc.length)
       ranges.push(Decoration.widget({
         side: head.index - anchor.index > 0 ? -1 : 1, // draw the local caret outside the remote selection
-        widget: new CaretWidget(color, safeName(user.name))
+        widget: new CaretWidget(color, safeName(user.name), verifiedSub(user))
       }).range(at))
     })
     return ranges

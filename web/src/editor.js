@@ -17,7 +17,7 @@ import { highlightSelectionMatches, searchKeymap } from '@codemirror/search'
 import {
   COLOR_NAMES, PALETTE, api, apiUrl, claims, editorHref, h, initials, lighten, loadUser, saveUser, toast, token, tokenQuery
 } from './common.js'
-import { remoteCarets, safeColor, safeName } from './carets.js'
+import { remoteCarets, safeColor, safeName, verifiedSub } from './carets.js'
 import { Reconnector, keepAlive } from './connection.js'
 import { theme } from './theme.js'
 
@@ -138,6 +138,14 @@ const presenceEl = $('presence')
 const avatar = (user, extra = '') =>
   h('span', { class: `avatar ${extra}`, style: `--user: ${user.color}`, 'aria-hidden': 'true' }, initials(user.name))
 
+/** "✓ ann": who the server says this person signed in as (screen readers hear "signed in as ann"). */
+const verifiedBadge = (sub) =>
+  h('span', { class: 'verified', title: `Signed in as ${sub} (verified by the server)` },
+    h('span', { 'aria-hidden': 'true' }, '\u2713 '), h('span', { class: 'visually-hidden' }, 'signed in as '), sub)
+
+/** How a person is named in tooltips and labels: "Ann (signed in as ann)". */
+const fullName = (p) => (p.sub ? `${p.name} (signed in as ${p.sub})` : p.name)
+
 const renderPresence = () => {
   const people = []
   awareness.getStates().forEach((state, clientID) => {
@@ -147,6 +155,7 @@ const renderPresence = () => {
       clientID,
       name: safeName(user.name),
       color: safeColor(user.color), // remote input: no CSS injection
+      sub: verifiedSub(user),
       self: clientID === ydoc.clientID
     })
   })
@@ -155,12 +164,13 @@ const renderPresence = () => {
   if (key === renderPresence.last) return // a caret moved: nothing to redraw here
   renderPresence.last = key
   presenceEl.replaceChildren(...people.map((p) =>
-    h('li', { class: 'person', style: `--user: ${p.color}`, 'data-client': String(p.clientID), title: p.self ? `${p.name} (you)` : p.name },
+    h('li', { class: 'person', style: `--user: ${p.color}`, 'data-client': String(p.clientID), title: p.self ? `${fullName(p)} (you)` : fullName(p) },
       avatar(p),
-      h('span', { class: 'person-name' }, p.name, p.self ? h('span', { class: 'you' }, ' (you)') : null))
+      h('span', { class: 'person-name' }, p.name, p.self ? h('span', { class: 'you' }, ' (you)') : null),
+      p.sub ? verifiedBadge(p.sub) : null)
   ))
   $('presence-count').textContent = people.length === 1 ? 'Only you' : `${people.length} here`
-  presenceEl.setAttribute('aria-label', `People here: ${people.map((p) => p.name).join(', ')}`)
+  presenceEl.setAttribute('aria-label', `People here: ${people.map(fullName).join(', ')}`)
 }
 awareness.on('change', renderPresence)
 renderPresence()

@@ -53,7 +53,9 @@ const editorTheme = EditorView.theme({
     color: '#fff',
     boxShadow: '0 1px 2px rgb(0 0 0 / 0.2)',
     pointerEvents: 'none'
-  }
+  },
+  // The verified sign-in after the name: same label, quieter.
+  '.cm-ySelectionSub': { marginLeft: '5px', fontWeight: '500', opacity: '0.85' }
 })
 
 const highlight = HighlightStyle.define([

@@ -1,0 +1,335 @@
+"""One loaded document: its room, its log, and the order data safety needs.
+
+A ``Document`` carries out what its ``Room`` says a message causes: the update
+is appended to the log, and the reply and relay go out only once the log says
+the record is durable (``DocumentLog.durable``; with ``fsync="always"`` or
+Redis that means after a flush). While some record waits, later messages wait
+behind it in arrival order, so nobody is ever sent an update before it is
+durable, and one flush covers every update that arrived meanwhile.
+
+Relays wait for the end of the event-loop iteration: a run of frames from one
+sender is merged (``coalesce``) and framed once for every peer.
+
+Phases: ``LOADING`` → ``OPEN`` → ``UNLOADING`` → ``CLOSED``, or ``OPEN`` →
+``FAILED`` (an update could not be logged: every client is closed with 1011,
+the document is dropped unsaved and loads again from the store) → ``CLOSED``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..core import policy
+from ..core.config import Config
+from ..core.errors import CollabError, DocumentDeleted, DocumentUnavailable, ShuttingDown
+from ..core.limits import coalesce
+from ..core.room import Effects, Room
+from ..storage.base import Cursor, DocumentLog, Loaded, Record
+from .extensions import ChangeEvent, DisconnectEvent, Extensions, StoredEvent
+from .metrics import Metrics
+from .session import Peer, Session
+
+__all__ = ["Document", "Phase"]
+
+log = logging.getLogger("collab.hub")
+
+
+class Phase(enum.Enum):
+    LOADING = "loading"
+    OPEN = "open"
+    UNLOADING = "unloading"
+    FAILED = "failed"  # an update could not be logged: being dropped unsaved
+    CLOSED = "closed"  # unloaded, deleted or evicted: a new Document takes its place
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    cursor: Cursor | None  # None: nothing to wait for but the messages before it
+    sender: Peer | None  # None: an edit made through the API
+    effects: Effects
+
+
+class Document:
+    """The room and log of one name, while it is loaded."""
+
+    def __init__(
+        self,
+        name: str,
+        log_: DocumentLog,
+        config: Config,
+        metrics: Metrics,
+        extensions: Extensions,
+        clock: Callable[[], float] = time.time,
+        on_failed: Callable[[Document], None] = lambda doc: None,
+        on_idle: Callable[[Document], None] = lambda doc: None,
+    ) -> None:
+        self.name = name
+        self.log = log_
+        self.config = config
+        self.metrics = metrics
+        self.extensions = extensions
+        self.clock = clock
+        self.room = Room(
+            name,
+            max_awareness_bytes=config.max_awareness_bytes,
+            max_awareness_clients=config.max_awareness_clients,
+        )
+        self.phase = Phase.LOADING
+        self.sessions: dict[Peer, Session] = {}
+        self.cursor: Cursor = None  # of the last record appended
+        self.unsnapshotted = 0  # records since the last snapshot
+        self.lock = asyncio.Lock()  # one compaction (or delete) at a time
+        self.compacting: asyncio.Task[None] | None = None
+        self._held: deque[_Held] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+        self._outgoing: list[tuple[Peer | None, list[bytes]]] = []
+        self._settled: asyncio.Future[None] | None = None
+        self._on_failed = on_failed
+        self._on_idle = on_idle
+
+    # -- phases -------------------------------------------------------------------
+
+    def restore(self, loaded: Loaded) -> None:
+        """Apply what the store had; the document is open from now on."""
+        self.room.restore(loaded.updates)
+        self.cursor = loaded.cursor
+        self.unsnapshotted = len(loaded.records)
+        self.log.watch(self._remote)
+        self.enter(Phase.OPEN)
+
+    def enter(self, phase: Phase) -> None:
+        """Move to ``phase``; whoever waits in ``settled`` is woken."""
+        self.phase = phase
+        if phase is Phase.CLOSED:
+            self.room.close()
+        if self._settled is not None and phase in (Phase.OPEN, Phase.CLOSED):
+            self._settled.set_result(None)
+            self._settled = None
+
+    async def settled(self) -> None:
+        """Wait until the document is ``OPEN`` or ``CLOSED`` (not loading, unloading)."""
+        while self.phase not in (Phase.OPEN, Phase.CLOSED):
+            if self._settled is None:
+                self._settled = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._settled)
+
+    @property
+    def idle(self) -> bool:
+        return not self.sessions and self.phase is Phase.OPEN
+
+    # -- sessions -----------------------------------------------------------------
+
+    def add(self, session: Session) -> None:
+        """Let ``session`` in: it is sent sync step 1 and the present awareness."""
+        self.sessions[session.peer] = session
+        for frame in self.room.join(session.peer, sub=session.permission.user):
+            session.peer.send(frame)
+        self.metrics.connections += 1
+
+    def leave(self, session: Session) -> None:
+        """Forget ``session``; relay the removal of its awareness states."""
+        if self.sessions.get(session.peer) is not session:
+            return
+        del self.sessions[session.peer]
+        self.metrics.connections -= 1
+        if self.extensions.wants("on_disconnect"):
+            event = DisconnectEvent(self.name, session.id, session.permission)
+            self.extensions.after("on_disconnect", event)
+        effects = self.room.leave(session.peer)
+        if self.phase is Phase.OPEN:
+            self._relay(effects.relay, exclude=session.peer)
+            if not self.sessions:
+                self._on_idle(self)
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Start closing every client's connection (they leave when they are gone)."""
+        for peer in list(self.sessions):
+            peer.close(code, reason)
+
+    # -- the message path -----------------------------------------------------------
+
+    def receive(self, session: Session, data: bytes) -> None:
+        """Apply one message from ``session``: log, then answer and relay.
+
+        Never waits: what must wait for durability is held (in order) while
+        the next messages are read.
+
+        Raises:
+            CollabError: the message was refused; the caller closes the peer.
+        """
+        if self.phase is not Phase.OPEN:
+            raise _gone(self.phase)
+        self.metrics.bytes_in += len(data)
+        effects = self.room.receive(session.peer, data, writable=session.writable)
+        if effects.foreign:
+            self.metrics.awareness_foreign += effects.foreign
+        cursor = None
+        if effects.update is not None:
+            self.metrics.updates_in += 1
+            cursor = self.append(effects.update, session.author)
+        self._carry_out(session.peer, cursor, effects)
+
+    def _carry_out(self, sender: Peer | None, cursor: Cursor | None, effects: Effects) -> None:
+        """Deliver ``effects`` now, or hold them until ``cursor`` is durable."""
+        if self._held or (cursor is not None and not self.log.durable(cursor)):
+            self._held.append(_Held(cursor, sender, effects))
+            if self._flusher is None:
+                self._flusher = asyncio.get_running_loop().create_task(self._flush_held())
+            return
+        self._deliver(sender, effects)
+
+    def _deliver(self, sender: Peer | None, effects: Effects) -> None:
+        if sender is not None:
+            for frame in effects.reply:
+                sender.send(frame)
+        self._relay(effects.relay, exclude=sender)
+
+    async def _flush_held(self) -> None:
+        """Deliver held effects in order, each once its record is durable."""
+        try:
+            while self._held:
+                held = self._held[0]
+                if held.cursor is not None and not self.log.durable(held.cursor):
+                    await self.log.flush(held.cursor)
+                self._held.popleft()
+                if self.phase is Phase.OPEN:
+                    self._deliver(held.sender, held.effects)
+        except Exception:
+            log.exception("could not make updates of %r durable; they are not relayed", self.name)
+            self._fail()
+        finally:
+            self._flusher = None
+
+    async def flushed(self) -> None:
+        """Return once every held message was delivered (or dropped on failure)."""
+        while self._flusher is not None:
+            await asyncio.shield(self._flusher)
+
+    def _relay(self, frames: list[bytes], exclude: Peer | None) -> None:
+        """Send ``frames`` to every peer but ``exclude`` when this loop iteration ends."""
+        if not frames:
+            return
+        outgoing = self._outgoing
+        if outgoing and outgoing[-1][0] is exclude:
+            outgoing[-1][1].extend(frames)
+            return
+        outgoing.append((exclude, list(frames)))
+        if len(outgoing) == 1:
+            asyncio.get_running_loop().call_soon(self._fan_out)
+
+    def _fan_out(self) -> None:
+        batch, self._outgoing = self._outgoing, []
+        metrics = self.metrics
+        for sender, frames in batch:
+            if len(frames) > 1:
+                metrics.merged += len(frames)
+                frames = coalesce(frames)
+            receivers = [peer for peer in self.sessions if peer is not sender]
+            for frame in frames:
+                for peer in receivers:
+                    peer.send(frame)
+                metrics.bytes_out += len(frame) * len(receivers)
+            metrics.updates_out += len(receivers) * len(frames)
+
+    def _remote(self, records: Sequence[Record]) -> None:
+        """Records another process appended (already durable): apply and relay, never log."""
+        if self.phase is not Phase.OPEN:
+            return
+        for record in records:
+            try:
+                effects = self.room.apply_remote(record.update)
+            except CollabError as exc:
+                log.error("a record of %r from the store is invalid: %s", self.name, exc.reason)
+                continue
+            self._relay(effects.relay, exclude=None)
+
+    # -- the log ------------------------------------------------------------------
+
+    def append(self, update: bytes, author: str) -> Cursor:
+        """Log ``update``; compact when the log has grown past ``compact_bytes``.
+
+        If the log cannot take it, the document fails (see ``_fail``).
+
+        Raises:
+            DocumentUnavailable: the update could not be logged.
+        """
+        now = self.clock()
+        try:
+            cursor = self.log.append(Record(update, now, author))
+        except OSError as exc:
+            log.error("cannot append to the log of %r (%s): evicting it unsaved", self.name, exc)
+            self._fail()
+            raise DocumentUnavailable("could not persist the update") from exc
+        self.cursor = cursor
+        self.unsnapshotted += 1
+        if self.extensions.wants("on_change"):
+            self.extensions.after("on_change", ChangeEvent(self.name, update, author, now))
+        if self.compacting is None and policy.should_compact(
+            self.log.size, self.config.compact_bytes
+        ):
+            self.compacting = asyncio.get_running_loop().create_task(self.compact())
+        return cursor
+
+    def _fail(self) -> None:
+        """An update is in memory but not durable: nobody may be served it.
+
+        Every client is closed (1011) and nothing more is relayed; the
+        registry drops the document, which loads again from the store, and
+        reconnecting clients send what the server did not keep.
+        """
+        if self.phase is not Phase.OPEN:
+            return
+        self.phase = Phase.FAILED
+        self._outgoing.clear()
+        self._held.clear()
+        self.close_all(DocumentUnavailable.close_code, "could not persist the update")
+        self._on_failed(self)
+
+    async def compact(self, force: bool = False) -> None:
+        """Write the state as the snapshot, if anything was logged since the last."""
+        try:
+            async with self.lock:
+                if self.phase not in (Phase.OPEN, Phase.UNLOADING):
+                    return  # deleted or failed meanwhile
+                if self.unsnapshotted <= 0 and not force:
+                    return
+                state, upto, count = self.room.doc.get_update(), self.cursor, self.unsnapshotted
+                start = time.perf_counter()
+                try:
+                    await self.log.compact(state, upto)
+                finally:
+                    self.metrics.persist_seconds.labels("snapshot").observe(
+                        time.perf_counter() - start
+                    )
+                self.unsnapshotted -= count
+                if self.extensions.wants("on_stored"):
+                    self.extensions.after("on_stored", StoredEvent(self.name, self.clock()))
+        finally:
+            if self.compacting is asyncio.current_task():
+                self.compacting = None
+
+    # -- the document as a whole ----------------------------------------------------
+
+    async def replace_text(self, text: str, author: str) -> None:
+        """Edit ``content`` into ``text`` as a live edit; return once it is durable."""
+        if self.phase is not Phase.OPEN:
+            raise _gone(self.phase)
+        effects = self.room.replace_text(text)
+        cursor = self.append(effects.update, author) if effects.update is not None else None
+        self._carry_out(None, cursor, effects)
+        if cursor is not None and not self.log.durable(cursor):
+            await self.log.flush(cursor)
+
+
+def _gone(phase: Phase) -> Exception:
+    if phase is Phase.FAILED:
+        return DocumentUnavailable("could not persist the update")
+    if phase is Phase.UNLOADING:
+        return ShuttingDown("document is unloading")
+    return DocumentDeleted("document was deleted")

@@ -1,0 +1,248 @@
+"""Extension hooks: how a host application (or webhooks, history, audit) takes part.
+
+An ``Extension`` overrides the hooks it needs; ``Hub(extensions=[...])`` (or
+``routes(..., extensions=...)``) runs them in the order given.
+
+* "before" hooks, ``on_connect`` and ``on_load``, run before the connection
+  joins or the document loads, and may refuse by raising a ``CollabError``
+  (the client sees its close code; the document does not open).
+* "after" hooks, ``on_change``, ``on_stored``, ``on_disconnect`` and
+  ``on_delete``, are queued and run later, one at a time, off the message path.
+  A hook that raises is logged and counted; sync never waits for or breaks on
+  one. Past ``MAX_QUEUED`` waiting events new ones are dropped (logged).
+
+Hooks may be plain functions or coroutines. A hook no extension overrides
+costs nothing: its event is never built.
+
+``Debounce`` runs a callback once per key after a quiet period, at most
+``max_delay`` after the first call (``policy.debounce_delay``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..core import policy
+from ..core.auth import Permission
+
+__all__ = [
+    "ChangeEvent",
+    "ConnectEvent",
+    "Debounce",
+    "DeleteEvent",
+    "DisconnectEvent",
+    "Extension",
+    "Extensions",
+    "LoadEvent",
+    "StoredEvent",
+]
+
+log = logging.getLogger("collab.extensions")
+
+MAX_QUEUED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectEvent:
+    """A client asks to join ``document`` (before: raise to refuse)."""
+
+    document: str
+    connection: str  # the connection's id, as in log lines
+    permission: Permission
+
+
+@dataclass(frozen=True, slots=True)
+class LoadEvent:
+    """``document`` is about to be loaded into memory (before: raise to refuse)."""
+
+    document: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """``update`` (a Yjs update) was applied to ``document`` and logged."""
+
+    document: str
+    update: bytes
+    author: str  # the token's ``sub``, the connection's id, or "api"
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A snapshot of ``document`` was written (compaction, unload or shutdown)."""
+
+    document: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class DisconnectEvent:
+    """A client left ``document``."""
+
+    document: str
+    connection: str
+    permission: Permission
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteEvent:
+    """``document`` was deleted (its clients were closed with 4404)."""
+
+    document: str
+
+
+class Extension:
+    """Override any of these; each is optional and may be async."""
+
+    def on_connect(self, event: ConnectEvent) -> Awaitable[None] | None:
+        """Before a client joins; raise ``CollabError`` to refuse it."""
+
+    def on_load(self, event: LoadEvent) -> Awaitable[None] | None:
+        """Before a document loads; raise ``CollabError`` to refuse it."""
+
+    def on_change(self, event: ChangeEvent) -> Awaitable[None] | None:
+        """After an update was applied and logged."""
+
+    def on_stored(self, event: StoredEvent) -> Awaitable[None] | None:
+        """After a snapshot was written."""
+
+    def on_disconnect(self, event: DisconnectEvent) -> Awaitable[None] | None:
+        """After a client left."""
+
+    def on_delete(self, event: DeleteEvent) -> Awaitable[None] | None:
+        """After a document was deleted."""
+
+
+_HOOKS = ("on_connect", "on_load", "on_change", "on_stored", "on_disconnect", "on_delete")
+_Hook = Callable[[Any], "Awaitable[None] | None"]
+
+
+class Extensions:
+    """The extensions of one hub, in order, and the queue of their "after" events."""
+
+    def __init__(self, extensions: Iterable[Extension] = ()) -> None:
+        self.hooks: dict[str, list[_Hook]] = {name: [] for name in _HOOKS}
+        self.errors = 0  # hooks that raised (exported as a metric)
+        self.dropped = 0  # after-events dropped: the queue was full
+        self._queue: deque[tuple[_Hook, Any]] = deque()
+        self._runner: asyncio.Task[None] | None = None
+        self._idle: asyncio.Event | None = None
+        self.add(*extensions)
+
+    def add(self, *extensions: Extension) -> None:
+        """Append ``extensions``; their hooks run after those added before."""
+        for extension in extensions:
+            for name in _HOOKS:
+                hook = getattr(extension, name, None)
+                base = getattr(Extension, name)
+                if hook is not None and getattr(hook, "__func__", None) is not base:
+                    self.hooks[name].append(hook)
+
+    def wants(self, name: str) -> bool:
+        """True if some extension overrides hook ``name`` (build its event only then)."""
+        return bool(self.hooks[name])
+
+    async def before(self, name: str, event: Any) -> None:
+        """Run the "before" hook ``name`` of every extension, in order.
+
+        Raises:
+            CollabError: an extension refused; the rest do not run.
+        """
+        for hook in self.hooks[name]:
+            result = hook(event)
+            if inspect.isawaitable(result):
+                await result
+
+    def after(self, name: str, event: Any) -> None:
+        """Queue the "after" hook ``name`` of every extension; returns at once."""
+        hooks = self.hooks[name]
+        if not hooks:
+            return
+        if len(self._queue) + len(hooks) > MAX_QUEUED:
+            self.dropped += len(hooks)
+            log.warning("extension queue full: dropped %s for %r", name, _doc(event))
+            return
+        self._queue.extend((hook, event) for hook in hooks)
+        if self._runner is None:
+            self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    async def drain(self) -> None:
+        """Wait until every queued "after" hook has run (shutdown, tests)."""
+        while self._runner is not None:
+            await asyncio.shield(self._runner)
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                hook, event = self._queue.popleft()
+                try:
+                    result = hook(event)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    self.errors += 1
+                    log.exception("extension hook %s failed for %r", _name(hook), _doc(event))
+        finally:
+            self._runner = None
+
+
+def _name(hook: _Hook) -> str:
+    owner = getattr(hook, "__self__", None)
+    return f"{type(owner).__name__}.{hook.__name__}" if owner is not None else repr(hook)
+
+
+def _doc(event: Any) -> str:
+    return str(getattr(event, "document", "?"))
+
+
+class Debounce:
+    """Call ``fire(key)`` once per burst: ``quiet`` seconds after the last
+    ``touch(key)``, and at most ``max_delay`` seconds after the first.
+
+    For "after" hooks that should not run per update (webhooks, indexing).
+    ``flush()`` fires everything pending at once (shutdown).
+    """
+
+    def __init__(
+        self,
+        fire: Callable[[Hashable], Awaitable[None] | None],
+        quiet: float,
+        max_delay: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fire, self.quiet, self.max_delay, self.clock = fire, quiet, max_delay, clock
+        self._pending: dict[Hashable, tuple[float, float, asyncio.TimerHandle]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def touch(self, key: Hashable) -> None:
+        now = self.clock()
+        first = self._pending[key][0] if key in self._pending else now
+        if key in self._pending:
+            self._pending[key][2].cancel()
+        delay = policy.debounce_delay(first, now, now, self.quiet, self.max_delay)
+        timer = asyncio.get_running_loop().call_later(delay, self._due, key)
+        self._pending[key] = (first, now, timer)
+
+    def _due(self, key: Hashable) -> None:
+        self._pending.pop(key, None)
+        result = self.fire(key)
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def flush(self) -> None:
+        """Fire every pending key now and wait for the calls to finish."""
+        for key in list(self._pending):
+            self._pending[key][2].cancel()
+            self._due(key)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
