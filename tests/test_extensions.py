@@ -1,4 +1,4 @@
-"""Extension hooks: before hooks refuse, after hooks observe off the hot path and never break sync."""
+"""Extension hooks: before hooks refuse; after hooks observe off the hot path, never break sync."""
 
 from __future__ import annotations
 

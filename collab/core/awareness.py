@@ -31,17 +31,12 @@ from __future__ import annotations
 import json
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from . import protocol
 from .errors import MessageTooBig, PolicyViolation, ProtocolError
 from .protocol import AwarenessEntry, AwarenessUpdate
 
-__all__ = ["Awareness", "Peer", "Presence", "Received", "frame", "newer", "with_sub"]
-
-
-class Peer(Hashable, Protocol):
-    """A connection as the room sees it: anything hashable."""
+__all__ = ["Awareness", "Presence", "Received", "frame", "newer", "with_sub"]
 
 
 def newer(entry: AwarenessEntry, current: AwarenessEntry) -> bool:
@@ -120,16 +115,16 @@ class Awareness:
     def __init__(self, *, max_state_bytes: int = 0, max_clients: int = 0) -> None:
         self.max_state_bytes = max_state_bytes
         self.max_clients = max_clients
-        self.peers: dict[Peer, Presence] = {}
+        self.peers: dict[Hashable, Presence] = {}
         self.states: dict[int, AwarenessEntry] = {}
-        self.owners: dict[int, Peer] = {}
+        self.owners: dict[int, Hashable] = {}
 
-    def join(self, peer: Peer, sub: str | None = None) -> None:
+    def join(self, peer: Hashable, sub: str | None = None) -> None:
         """Add ``peer``; with ``sub``, every state it sets will carry ``user.sub = sub``."""
         presence = self.peers.setdefault(peer, Presence())
         presence.sub = sub
 
-    def leave(self, peer: Peer) -> list[AwarenessEntry]:
+    def leave(self, peer: Hashable) -> list[AwarenessEntry]:
         """Forget ``peer`` and its states; return their removals, for the others."""
         presence = self.peers.pop(peer, None)
         if presence is None:
@@ -145,7 +140,7 @@ class Awareness:
         """Every state held now."""
         return list(self.states.values())
 
-    def receive(self, peer: Peer, payload: bytes, message: bytes | None = None) -> Received:
+    def receive(self, peer: Hashable, payload: bytes, message: bytes | None = None) -> Received:
         """Take one awareness update payload from ``peer``.
 
         Args:
@@ -215,7 +210,9 @@ class Awareness:
         if count > cap:
             raise PolicyViolation(f"too many awareness clients (limit {cap})")
 
-    def _apply(self, peer: Peer, presence: Presence, changes: dict[int, AwarenessEntry]) -> None:
+    def _apply(
+        self, peer: Hashable, presence: Presence, changes: dict[int, AwarenessEntry]
+    ) -> None:
         for client_id, entry in changes.items():
             if entry.removed:
                 if self.states.pop(client_id, None) is not None:

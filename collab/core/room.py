@@ -17,14 +17,14 @@ drop entries before anything changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pycrdt import Doc, Text, TransactionEvent, merge_updates
 
 from . import awareness, protocol
-from .awareness import Awareness, Peer
+from .awareness import Awareness
 from .errors import BadUpdate, ProtocolError
 from .protocol import (
     Auth,
@@ -35,7 +35,7 @@ from .protocol import (
     Update,
 )
 
-__all__ = ["TEXT_NAME", "Effects", "Peer", "Room"]
+__all__ = ["TEXT_NAME", "Effects", "Room"]
 
 TEXT_NAME = "content"
 
@@ -117,11 +117,11 @@ class Room:
     # -- peers --------------------------------------------------------------
 
     @property
-    def peers(self) -> dict[Peer, awareness.Presence]:
+    def peers(self) -> dict[Hashable, awareness.Presence]:
         """Every peer in the room (iterate for fan-out); values are their presence."""
         return self.awareness.peers
 
-    def join(self, peer: Peer, sub: str | None = None) -> list[bytes]:
+    def join(self, peer: Hashable, sub: str | None = None) -> list[bytes]:
         """Add ``peer``; return the frames to send it first (step 1, awareness).
 
         Args:
@@ -135,7 +135,7 @@ class Room:
             frames.append(awareness.frame(present))
         return frames
 
-    def leave(self, peer: Peer) -> Effects:
+    def leave(self, peer: Hashable) -> Effects:
         """Remove ``peer``; relay the removal of every awareness state it owned."""
         gone = self.awareness.leave(peer)
         return Effects(relay=[awareness.frame(gone)] if gone else [])
@@ -146,7 +146,7 @@ class Room:
 
     # -- messages -----------------------------------------------------------
 
-    def receive(self, peer: Peer, data: bytes, *, writable: bool = True) -> Effects:
+    def receive(self, peer: Hashable, data: bytes, *, writable: bool = True) -> Effects:
         """Take one frame from ``peer``.
 
         Args:
