@@ -8,7 +8,8 @@ from urllib.parse import quote
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from tests.yclient import YClient, eventually
+from tests.wait import eventually
+from tests.yclient import YClient
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from collab.core.auth import allow_all, origin_allowed, redact, token_of
 from collab.core.protocol import Auth
 from collab.server.tokens import JwtAuthorizer
 from tests.jsclient import JS_DIR, require_node
-from tests.yclient import YClient, eventually
+from tests.wait import eventually
+from tests.yclient import YClient
 
 SECRET = "s3cret-" * 10  # 70 bytes: long enough for HS512 too (the wrong-algorithm test)
 

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -14,9 +13,8 @@ from pycrdt import Doc, Text
 
 from collab import cli
 from collab.storage import FileStore
-from tests.server import free_port
-
-ROOT = Path(__file__).parent.parent
+from tests.server import ROOT, free_port
+from tests.wait import eventually_sync
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -94,17 +92,19 @@ def test_make_run_serves_healthz(tmp_path):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+    def healthz() -> bytes | None:
+        if proc.poll() is not None:
+            assert proc.stdout is not None
+            raise RuntimeError(f"make run exited {proc.returncode}: {proc.stdout.read().decode()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                return r.read()
+        except OSError:
+            return None
+
     try:
-        deadline = time.monotonic() + 120
-        body = b""
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                    body = r.read()
-                    break
-            except OSError:
-                time.sleep(0.2)
-        assert body == b"ok", proc.stdout.read().decode() if proc.poll() is not None else ""
+        assert eventually_sync(healthz, 120, interval=0.2) == b"ok"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as r:
             assert r.status == 200
     finally:

@@ -9,7 +9,8 @@ import urllib.request
 import pytest
 
 from tests.server import ServerProcess
-from tests.yclient import YClient, eventually
+from tests.wait import eventually
+from tests.yclient import YClient
 
 TOKEN = re.compile(r"c\d+i\d+;")
 

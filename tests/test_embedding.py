@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.yclient import YClient, eventually
+from tests.wait import eventually
+from tests.yclient import YClient
 
 README = Path(__file__).parent.parent / "README.md"
 

@@ -34,7 +34,8 @@ from collab.core.protocol import (
     SyncStep2,
     Update,
 )
-from tests.yclient import YClient, eventually
+from tests.wait import eventually
+from tests.yclient import YClient
 
 FRAMES = 10_000
 FUZZERS = 8
