@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import quote
 
 import pytest
 from pycrdt import Doc, Text
@@ -10,9 +11,9 @@ from pycrdt import Doc, Text
 from collab.core import protocol
 from collab.core.protocol import Update
 from collab.core.room import Room
-from tests.test_limits import raw_connect
-from tests.test_validation import client_frame
-from tests.yclient import YClient, eventually
+from tests.wait import eventually
+from tests.wire import client_frame, raw_connect
+from tests.yclient import YClient
 
 
 async def test_an_internal_error_closes_only_that_connection(ws_url, hub, monkeypatch, caplog):
@@ -44,8 +45,6 @@ async def test_an_internal_error_closes_only_that_connection(ws_url, hub, monkey
 
 @pytest.mark.parametrize("name", ["a b", "ünï/côde", "100%"])
 async def test_raw_and_encoded_names_reach_one_document(ws_url, name, hub):
-    from urllib.parse import quote
-
     raw = await YClient(ws_url(quote(name, safe="/%"))).connect()  # "/" and "%" unescaped
     encoded = await YClient(ws_url(quote(name, safe=""))).connect()
     raw.text.insert(0, "same")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import random
 import socket
 import string
@@ -21,6 +19,9 @@ from collab.core import protocol
 from collab.core.errors import MessageTooBig, PolicyViolation
 from collab.core.limits import Counter, Outbox, TokenBucket, check_awareness, coalesce
 from collab.core.protocol import AwarenessEntry, AwarenessUpdate, QueryAwareness, SyncStep1, Update
+from tests.crdt import typed_updates
+from tests.wire import parse_frames as _parse_frames
+from tests.wire import raw_connect, read_frames
 from tests.yclient import YClient, eventually
 
 # -- the pure rules --------------------------------------------------------------------------
@@ -73,16 +74,6 @@ def test_check_awareness_refuses_oversized_states_only() -> None:
     check_awareness(many, 100, 5)
     with pytest.raises(PolicyViolation, match="too many awareness clients"):
         check_awareness(many, 100, 4)
-
-
-def typed_updates(text: str, client_id: int = 7) -> tuple[Doc, list[bytes]]:
-    doc: Doc = Doc(client_id=client_id)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    content = doc.get("content", type=Text)
-    for ch in text:
-        content += ch
-    return doc, updates
 
 
 def test_coalesce_merges_updates_and_keeps_newest_awareness() -> None:
@@ -222,55 +213,6 @@ async def test_documents_loaded_at_once(config, ws_url, port, hub) -> None:
 
 
 # -- slow readers ---------------------------------------------------------------------------
-
-
-async def raw_connect(port: int, path: str, rcvbuf: int = 4096) -> socket.socket:
-    """A WebSocket handshake on a plain socket with a small receive buffer."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    await loop.sock_sendall(sock, request.encode())
-    return sock
-
-
-async def read_frames(sock: socket.socket) -> list[tuple[int, bytes]]:
-    """Everything the server sent until it closed: (opcode, payload) per frame."""
-    loop = asyncio.get_running_loop()
-    data = bytearray()
-    while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 10):
-        data += chunk
-        if b"\r\n\r\n" in data:
-            head, _, rest = bytes(data).partition(b"\r\n\r\n")
-            frames, _ = _parse_frames(rest)
-            if frames and frames[-1][0] == 0x8:
-                break
-    assert head.startswith(b"HTTP/1.1 101")
-    return frames
-
-
-def _parse_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bool]:
-    frames, pos = [], 0
-    while pos + 2 <= len(data):
-        opcode, n = data[pos] & 0x0F, data[pos + 1] & 0x7F
-        pos += 2
-        if n == 126:
-            (n,) = struct.unpack("!H", data[pos : pos + 2])
-            pos += 2
-        elif n == 127:
-            (n,) = struct.unpack("!Q", data[pos : pos + 8])
-            pos += 8
-        if pos + n > len(data):
-            return frames, False
-        frames.append((opcode, data[pos : pos + n]))
-        pos += n
-    return frames, pos == len(data)
 
 
 def server_side(hub, name: str, client: socket.socket):

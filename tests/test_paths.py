@@ -17,7 +17,7 @@ from collab import Config
 from collab.core import names, protocol
 from collab.core.errors import BadName
 from collab.core.protocol import Update
-from tests.test_validation import valid_update
+from tests.crdt import valid_update
 
 _STEM = re.compile(r"^(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+$|^~h[0-9a-f]{64}$")
 _FILE = re.compile(r"^(?P<stem>[^.]+)\.(?:snap|\d+\.log)(?:\.corrupt)?$")
