@@ -82,32 +82,31 @@ def test_compact_refuses_while_a_server_holds_the_data_dir(tmp_path):
 
 
 def test_make_run_serves_healthz(tmp_path):
-    port = free_port()
+    port, data = free_port(), tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COLLAB_", "MAKE"))}
-    proc = subprocess.Popen(
-        ["make", "--no-print-directory", "run", f"PORT={port}", f"DATA_DIR={tmp_path / 'data'}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    command = ["make", "--no-print-directory", "run", f"PORT={port}", f"DATA_DIR={data}"]
+    output = tmp_path / "make-run.log"
+    with (
+        output.open("wb") as log,
+        subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        ) as proc,
+    ):
 
-    def healthz() -> bytes | None:
-        if proc.poll() is not None:
-            assert proc.stdout is not None
-            raise RuntimeError(f"make run exited {proc.returncode}: {proc.stdout.read().decode()}")
+        def healthz() -> bytes | None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"make run exited {proc.returncode}: {output.read_text()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    return r.read()
+            except OSError:
+                return None
+
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                return r.read()
-        except OSError:
-            return None
-
-    try:
-        assert eventually_sync(healthz, 120, interval=0.2) == b"ok"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as r:
-            assert r.status == 200
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-    assert (tmp_path / "data" / ".lock").exists()
+            assert eventually_sync(healthz, 120, interval=0.2) == b"ok"
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as r:
+                assert r.status == 200
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+    assert (data / ".lock").exists()
