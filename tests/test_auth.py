@@ -322,7 +322,10 @@ const provider = new WebsocketProvider(url, room, doc, {
 provider.on('sync', (synced) => {
   if (synced) emit({ event: 'synced', text: doc.getText('content').toString() })
 })
+let closed = false  // destroy() emits connection-close again
 provider.on('connection-close', (event) => {
+  if (closed) return
+  closed = true
   emit({ event: 'close', code: event && event.code, reason: event && event.reason })
   provider.destroy()
   process.exit(0)
@@ -360,6 +363,7 @@ async def test_stock_client_syncs_with_a_token_and_hears_why_it_expired(port) ->
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+    assert proc.returncode == 0, "the stock client crashed"
     assert events[0] == {"event": "synced", "text": "hello"}
     assert events[1]["event"] == "warn" and "Permission denied" in events[1]["text"]
     assert "token expired" in events[1]["text"]
