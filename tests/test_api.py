@@ -8,8 +8,15 @@ from urllib.parse import quote
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from collab import Config
 from tests.wait import eventually
 from tests.yclient import YClient
+
+
+@pytest.fixture
+def config(tmp_path) -> Config:
+    """Fsync every 50 ms, so the metrics test sees one without waiting a second."""
+    return Config(data_dir=str(tmp_path / "data"), fsync="interval", fsync_interval=0.05)
 
 
 @pytest.fixture
@@ -73,18 +80,46 @@ async def test_non_utf8_body_is_400(http_client, port):
     assert err.value.code == 400
 
 
-async def test_healthz_and_metrics(api, ws_url, hub):
+async def scrape(api) -> dict[str, float]:
+    """Every sample on /metrics by name (labels included)."""
+    page = (await api("GET", "/metrics")).body.decode()
+    samples = [line.rsplit(" ", 1) for line in page.splitlines() if not line.startswith("#")]
+    return {name: float(value) for name, value in samples}
+
+
+async def test_healthz_and_metrics_follow_real_traffic(api, ws_url) -> None:
     assert (await api("GET", "/healthz")).body == b"ok"
-    client = await YClient(ws_url("m")).connect()
-    client.text.insert(0, "x")
-    await eventually(lambda: hub.rooms["m"].room.text == "x")
-    await api("PUT", "/api/docs/m/text", "xy")
-    await eventually(lambda: str(client.text) == "xy")
-    metrics = (await api("GET", "/metrics")).body.decode()
-    assert "collab_connections 1.0" in metrics
-    assert "collab_documents_loaded 1.0" in metrics
-    assert "collab_updates_in_total" in metrics and "collab_bytes_out_total" in metrics
-    assert "collab_persist_seconds" in metrics
+    idle = await scrape(api)
+    assert (idle["collab_connections"], idle["collab_documents_loaded"]) == (0, 0)
+    writer = await YClient(ws_url("m")).connect()
+    watcher = await YClient(ws_url("m")).connect()
+    joined = await scrape(api)
+    assert (joined["collab_connections"], joined["collab_documents_loaded"]) == (2, 1)
+
+    for word in ("one ", "two ", "three "):  # one update frame each, kept apart
+        writer.text += word
+        await writer.roundtrip()
+    await eventually(lambda: str(watcher.text) == "one two three ")
+    typed = await scrape(api)
+    grown = {name: typed[name] - joined[name] for name in joined if name.endswith("_total")}
+    assert (grown["collab_updates_in_total"], grown["collab_updates_out_total"]) == (3, 3)
+    assert grown["collab_bytes_in_total"] > 0 and grown["collab_bytes_out_total"] > 0
+
+    async def fsynced() -> bool:
+        fsyncs = (await scrape(api)).get('collab_persist_seconds_count{operation="fsync"}', 0)
+        assert fsyncs > 0, "no fsync observed"
+        return True
+
+    async def connections(n: int) -> bool:
+        now = (await scrape(api))["collab_connections"]
+        assert now == n, f"collab_connections is {now}, not {n}"
+        return True
+
+    await eventually(fsynced)
+    await writer.close()
+    await eventually(lambda: connections(1))
+    await watcher.close()
+    await eventually(lambda: connections(0))
 
 
 async def test_tokens_in_page_urls_never_reach_the_access_log(http_client, port, caplog):
