@@ -46,10 +46,13 @@ def config(tmp_path) -> Config:
     return Config(data_dir=str(tmp_path / "data"), idle_timeout=30.0, fsync="interval")
 
 
+_HUB = pytest.StashKey[Hub]()
+
+
 @pytest.fixture
-def hub(config, io_loop: tornado.ioloop.IOLoop) -> Iterator[Hub]:
+def hub(request: pytest.FixtureRequest, config, io_loop: tornado.ioloop.IOLoop) -> Iterator[Hub]:
     """The server's hub, closed on the test's loop afterwards (documents flushed)."""
-    hub = Hub(config)
+    hub = request.node.stash[_HUB] = Hub(config)
     yield hub
     io_loop.run_sync(hub.close, timeout=15)
 
@@ -61,19 +64,22 @@ def app(config, hub) -> tornado.web.Application:
 
 @pytest.fixture
 def http_server(
-    http_server: tornado.httpserver.HTTPServer, io_loop: tornado.ioloop.IOLoop
+    request: pytest.FixtureRequest,
+    http_server: tornado.httpserver.HTTPServer,
+    io_loop: tornado.ioloop.IOLoop,
 ) -> Iterator[tornado.httpserver.HTTPServer]:
     """pytest-tornasync's server, shut down afterwards as ``collab serve`` does.
 
-    Whatever app it serves (the ``hub`` fixture's or an embedding's), its hub is
-    closed and its WebSockets finish their closing handshake, so no socket is
-    left for the garbage collector to find open.
+    The hub it serves (``make_app``'s, or the ``hub`` fixture's under a host
+    app's routes) is closed and the WebSockets finish their closing handshake,
+    so no socket is left for the garbage collector to find open.
     """
     yield http_server
     settings = http_server.request_callback.settings  # type: ignore[attr-defined]
+    hubs = {settings.get("collab_hub"), request.node.stash.get(_HUB, None)} - {None}
 
     async def shut_down() -> None:
-        if (hub := settings.get("collab_hub")) is not None:
+        for hub in hubs:
             await hub.close()
         if (sockets := settings.get("collab_sockets")) is not None:
             await sockets.closed(timeout=5)

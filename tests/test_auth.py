@@ -7,7 +7,6 @@ import base64
 import json
 import logging
 import time
-from urllib.parse import quote
 
 import jwt
 import pytest
@@ -174,16 +173,20 @@ async def test_websocket_refused_before_upgrade(ws_url, port, caplog, make, stat
         assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
-async def test_token_in_header_or_query_opens_and_stays_out_of_logs(ws_url, caplog) -> None:
+async def test_token_in_header_or_query_opens_and_is_logged_redacted(ws_url, caplog) -> None:
     tok = token(sub="ann", docs=["notes"])
     with caplog.at_level(logging.INFO):
         by_query = await YClient(ws_url("notes") + f"?token={tok}").connect()
-        ws = await websocket_connect(
-            HTTPRequest(ws_url("notes"), headers={"Authorization": f"Bearer {tok}"})
-        )
-        ws.close()
+        bearer = {"Authorization": f"Bearer {tok}"}
+        by_header = await YClient(ws_url("notes"), headers=bearer).connect()
+        by_header.text += "x"  # ann may write
+        await eventually(lambda: str(by_query.text) == "x")
+        await by_header.close()
         await by_query.close()
-    assert all(tok not in r.getMessage() for r in caplog.records)
+    access = [r.getMessage() for r in caplog.records if r.name == "tornado.access"]
+    assert any(line.startswith("101 GET /ws/notes?token=*** (") for line in access), access
+    assert any(line.startswith("101 GET /ws/notes (") for line in access), access
+    assert tok not in caplog.text and tok.split(".")[2] not in caplog.text
 
 
 async def test_http_api_checks_documents_and_mode(port) -> None:
@@ -287,23 +290,38 @@ async def test_a_hook_returning_no_permission_is_an_error_not_an_opening(
     assert any("not a Permission" in r.getMessage() or r.exc_info for r in caplog.records)
 
 
-async def test_async_authorize_hook(embedded, port) -> None:
-    url = f"ws://127.0.0.1:{port}/collab/ws/"
-    assert await refused(url + "doc") == 401
-    assert await refused(url + "private", **{"X-User": "host-user"}) == 403
-    ws = await websocket_connect(
-        HTTPRequest(url + quote("ro doc"), headers={"X-User": "host-user"})
-    )
-    assert protocol.decode(await ws.read_message()) is not None  # sync step 1 arrives
-    ws.close()
+async def test_async_authorize_hook_decides_who_may_do_what(embedded, port, caplog) -> None:
+    base, host = f"ws://127.0.0.1:{port}/collab", {"X-User": "host-user"}
+    with caplog.at_level(logging.INFO, logger="collab.handler"):
+        assert await refused(f"{base}/ws/doc") == 401
+        assert await refused(f"{base}/ws/private", **host) == 403
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert any("not logged in to the host app" in line for line in refusals), refusals
+    assert any("not yours" in line for line in refusals), refusals
+
+    writer = await YClient(f"{base}/ws/rw%20doc", headers=host).connect()
+    writer.text += "written"
+    await writer.roundtrip()
+    assert str((await YClient(f"{base}/ws/rw%20doc", headers=host).connect()).text) == "written"
+
+    reader = await YClient(f"{base}/ws/ro%20doc", headers=host).connect()
+    reader.text += "dropped"  # the hook granted read-only: the server ignores it
+    await reader.roundtrip()
+    assert str((await YClient(f"{base}/ws/ro%20doc", headers=host).connect()).text) == ""
     response = await AsyncHTTPClient().fetch(
         f"http://127.0.0.1:{port}/collab/api/docs/ro%20doc/text",
         method="PUT",
         body="x",
-        headers={"X-User": "host-user"},
+        headers=host,
         raise_error=False,
     )
     assert response.code == 403
+
+    assert reader.ws is not None and reader.close_code is None
+    reader.ws.write_message(b"\x07", binary=True)  # unknown message type: closed, and logged
+    await asyncio.wait_for(reader.closed.wait(), 10)
+    assert reader.close_code == 1007
+    assert any("host-user@127.0.0.1" in r.getMessage() for r in caplog.records), "the hook's user"
 
 
 # -- a stock y-websocket client (Node) -----------------------------------------------------
