@@ -17,7 +17,7 @@ from tornado.websocket import websocket_connect
 from collab import Config, Forbidden, Hub, Permission, Unauthorized, make_app, routes
 from collab.core import protocol
 from collab.core.auth import allow_all, origin_allowed, redact, token_of
-from collab.core.protocol import Auth
+from collab.core.protocol import Auth, SyncStep1
 from collab.server.tokens import JwtAuthorizer
 from tests.jsclient import JS_DIR, require_node
 from tests.wait import eventually
@@ -253,6 +253,7 @@ async def test_origins(ws_url) -> None:
     assert await refused(url, Origin="http://[::1") == 403  # malformed: refused, not a 500
     for origin in ("https://ok.example", "http://localhost:3000", "http://127.0.0.1:8080"):
         ws = await websocket_connect(HTTPRequest(url, headers={"Origin": origin}))
+        assert isinstance(protocol.decode(await ws.read_message()), SyncStep1), origin  # joined
         ws.close()
 
 
@@ -287,7 +288,7 @@ async def test_a_hook_returning_no_permission_is_an_error_not_an_opening(
 ) -> None:
     url = f"ws://127.0.0.1:{port}/collab/ws/broken"
     assert await refused(url, **{"X-User": "host-user"}) == 500
-    assert any("not a Permission" in r.getMessage() or r.exc_info for r in caplog.records)
+    assert "authorize() returned None, not a Permission" in caplog.text  # with the traceback
 
 
 async def test_async_authorize_hook_decides_who_may_do_what(embedded, port, caplog) -> None:

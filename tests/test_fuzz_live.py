@@ -20,7 +20,7 @@ import time
 import pytest
 from pycrdt import Doc, Map
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from tornado.websocket import WebSocketClosedError, websocket_connect
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
 from collab import Config
 from collab.core import protocol
@@ -172,19 +172,21 @@ async def test_fuzzing_many_connections_leaves_honest_clients_unharmed(ws_url, p
             written.append(word)
             clock += 1
             client.set_awareness(HONEST_IDS[who], clock, f'{{"user":{who}}}')
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # pacing: a person typing, not a wait
 
     stats = {"connections": 0, "closed": 0, "sent": 0}
+
+    async def connect() -> WebSocketClientConnection | None:
+        try:
+            return await websocket_connect(ws_url("fuzz"))
+        except HTTPClientError:  # e.g. the per-IP cap while closed sockets wind down
+            return None
 
     async def fuzz(seed: int) -> None:
         rng = random.Random(seed)
         pool = _fuzz_pool(rng)
         while processed < FRAMES:
-            try:
-                ws = await websocket_connect(ws_url("fuzz"))
-            except HTTPClientError:  # e.g. the per-IP cap while closed sockets wind down
-                await asyncio.sleep(0.01)
-                continue
+            ws = await eventually(connect, interval=0.01)
             stats["connections"] += 1
             inbox: asyncio.Queue[bytes | str | None] = asyncio.Queue()
 

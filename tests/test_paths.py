@@ -142,4 +142,5 @@ async def test_traversal_attempts_stay_in_the_data_dir(tmp_path: Path, port: int
     listed = {d.name for d in await hub.list()}
     assert set(EVIL) <= listed
     assert {"../../raw-escape", "../../ws-escape", "/abs-ws"} <= listed
-    assert json.dumps(sorted(listed))  # every name lists as plain text
+    status, body = await http(port, "GET", "/api/docs")
+    assert status == 200 and {d["name"] for d in json.loads(body)} == listed  # names as given
