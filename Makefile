@@ -48,6 +48,7 @@ run: install
 	$(PY) -m collab serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 test: install-test
+	$(VENV)/bin/mypy --strict collab
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 tests/bench/node_modules/.package-lock.json: tests/bench/package.json tests/bench/package-lock.json

@@ -4,11 +4,14 @@ from __future__ import annotations
 # garbage-collected client warns during that import, the hook re-enters the
 # half-imported module and fails the test. Imported here, it is complete.
 import tracemalloc  # noqa: F401
+from collections.abc import Iterator
 
 # Imported here, at the top of the stack: CPython 3.11.7 can fail with "AST constructor
 # recursion depth mismatch" when pytest first imports hypothesis deep inside a test run.
 import hypothesis  # noqa: F401
 import pytest
+import tornado.httpserver
+import tornado.ioloop
 import tornado.web
 
 from collab import Config, Hub, make_app
@@ -19,14 +22,49 @@ def config(tmp_path) -> Config:
     return Config(data_dir=str(tmp_path / "data"), idle_timeout=30.0, fsync="interval")
 
 
+_HUB = pytest.StashKey[Hub]()
+
+
 @pytest.fixture
-def hub(config) -> Hub:
-    return Hub(config)
+def hub(request: pytest.FixtureRequest, config, io_loop: tornado.ioloop.IOLoop) -> Iterator[Hub]:
+    """The server's hub, closed on the test's loop afterwards (documents flushed)."""
+    hub = request.node.stash[_HUB] = Hub(config)
+    yield hub
+    io_loop.run_sync(hub.close, timeout=15)
+
+
+def hubs_of(app: tornado.web.Application) -> set[Hub]:
+    """The hubs an application's routes serve (``make_app``'s own, or a host's)."""
+    rules = app.wildcard_router.rules
+    return {hub for rule in rules if isinstance(hub := (rule.target_kwargs or {}).get("hub"), Hub)}
 
 
 @pytest.fixture
 def app(config, hub) -> tornado.web.Application:
     return make_app(config, hub)
+
+
+@pytest.fixture
+def http_server(
+    request: pytest.FixtureRequest,
+    http_server: tornado.httpserver.HTTPServer,
+    io_loop: tornado.ioloop.IOLoop,
+) -> Iterator[tornado.httpserver.HTTPServer]:
+    """pytest-tornasync's server, shut down afterwards as ``collab serve`` does.
+
+    The hub it serves (``make_app``'s, or the ``hub`` fixture's under a host
+    app's routes) is closed and the WebSockets finish their closing handshake,
+    so no socket is left for the garbage collector to find open.
+    """
+    yield http_server
+    app = http_server.request_callback
+    hubs = {*hubs_of(app), request.node.stash.get(_HUB, None)} - {None}
+
+    async def shut_down() -> None:
+        for hub in hubs:
+            await hub.close(timeout=5)  # and its WebSockets finish their closing handshake
+
+    io_loop.run_sync(shut_down, timeout=15)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import json
 import shutil
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,28 +34,6 @@ def require_node() -> str:
         return node
     require(False, f"{missing}: JS interop tests need it")
     raise AssertionError("unreachable")  # require() skipped or failed
-
-
-async def wait_until(
-    probe: Callable[[], Awaitable[Any]], timeout: float, interval: float = 0.05
-) -> Any:
-    """Await ``probe()`` until it returns something truthy; return that.
-
-    ``probe`` may raise AssertionError to say "not yet"; the last one is
-    re-raised at the deadline so the failure says what was still wrong.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        error: AssertionError | None = None
-        try:
-            result = await probe()
-            if result:
-                return result
-        except AssertionError as exc:
-            error = exc
-        if time.monotonic() > deadline:
-            raise error or AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 class JsPeer:

@@ -7,19 +7,29 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+
+from .wait import eventually_sync
+
+__all__ = ["ROOT", "ServerProcess", "env_without_collab", "free_port"]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 class ServerProcess:
-    """A collab server process; ``start``/``kill``/``stop`` it as often as needed."""
+    """A collab server process; ``start``/``kill``/``stop`` it as often as needed.
+
+    Port and data directory stay across restarts. Its output goes to
+    ``output()`` (a log file next to the data directory).
+    """
 
     def __init__(self, data_dir: Path, *args: str, port: int | None = None) -> None:
         self.data_dir = data_dir
@@ -29,47 +39,80 @@ class ServerProcess:
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
     @property
-    def http(self) -> str:
+    def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    http = url
 
     @property
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self, timeout: float = 15.0) -> ServerProcess:
-        command = [sys.executable, "-m", "collab", "serve", "--port", str(self.port)]
-        command += ["--data-dir", str(self.data_dir), *self.args]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env_without_collab()
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
-            try:
-                with urllib.request.urlopen(self.http + "/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"server not healthy within {timeout}s: {self.output()}")
+        """Start the server and wait until ``/healthz`` answers."""
+        command = [sys.executable, "-m", "collab", "serve", "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--data-dir", str(self.data_dir), *self.args]
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env_without_collab()
+            )
+        try:
+            eventually_sync(self._healthy, timeout)
+        except AssertionError:
+            raise TimeoutError(f"server not healthy within {timeout}s: {self.output()}") from None
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
 
     def kill(self) -> None:
         """SIGKILL: no flushing, no goodbye."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        proc, self.proc = self.proc, None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
 
     def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM and wait; returns the exit code."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        """SIGTERM (graceful: flush, close sockets with 1001), wait, and check it exited 0."""
+        if self.proc is None:
+            return 0
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise
+        assert proc.returncode == 0, f"server exited with {proc.returncode}: {self.output()}"
+        return proc.returncode
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """A GET request; returns (status, body), HTTP errors included."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as res:
+                return res.status, res.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> int:
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as res:
+                return int(res.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
 
     def __enter__(self) -> ServerProcess:
         return self.start()

@@ -7,7 +7,6 @@ import base64
 import json
 import logging
 import time
-from urllib.parse import quote
 
 import jwt
 import pytest
@@ -18,10 +17,11 @@ from tornado.websocket import websocket_connect
 from collab import Config, Forbidden, Hub, Permission, Unauthorized, make_app, routes
 from collab.core import protocol
 from collab.core.auth import allow_all, origin_allowed, redact, token_of
-from collab.core.protocol import Auth
+from collab.core.protocol import Auth, SyncStep1
 from collab.server.tokens import JwtAuthorizer
 from tests.jsclient import JS_DIR, require_node
-from tests.yclient import YClient, eventually
+from tests.wait import eventually
+from tests.yclient import YClient
 
 SECRET = "s3cret-" * 10  # 70 bytes: long enough for HS512 too (the wrong-algorithm test)
 
@@ -58,7 +58,9 @@ def test_valid_token_grants_its_documents_and_mode() -> None:
     with pytest.raises(Forbidden):
         auth.check(tok, "other")
     full = auth.check(token(exp=2000), "anything")
-    assert full == Permission(None, True, 2000.0)  # no docs claim: every document, rw
+    # No docs claim: every document, rw. No sub: an empty (but verified) one, so that
+    # presence never shows a sub the client claimed for itself.
+    assert full == Permission("", True, 2000.0)
 
 
 @pytest.mark.parametrize(
@@ -173,16 +175,20 @@ async def test_websocket_refused_before_upgrade(ws_url, port, caplog, make, stat
         assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
-async def test_token_in_header_or_query_opens_and_stays_out_of_logs(ws_url, caplog) -> None:
+async def test_token_in_header_or_query_opens_and_is_logged_redacted(ws_url, caplog) -> None:
     tok = token(sub="ann", docs=["notes"])
     with caplog.at_level(logging.INFO):
         by_query = await YClient(ws_url("notes") + f"?token={tok}").connect()
-        ws = await websocket_connect(
-            HTTPRequest(ws_url("notes"), headers={"Authorization": f"Bearer {tok}"})
-        )
-        ws.close()
+        bearer = {"Authorization": f"Bearer {tok}"}
+        by_header = await YClient(ws_url("notes"), headers=bearer).connect()
+        by_header.text += "x"  # ann may write
+        await eventually(lambda: str(by_query.text) == "x")
+        await by_header.close()
         await by_query.close()
-    assert all(tok not in r.getMessage() for r in caplog.records)
+    access = [r.getMessage() for r in caplog.records if r.name == "tornado.access"]
+    assert any(line.startswith("101 GET /ws/notes?token=*** (") for line in access), access
+    assert any(line.startswith("101 GET /ws/notes (") for line in access), access
+    assert tok not in caplog.text and tok.split(".")[2] not in caplog.text
 
 
 async def test_http_api_checks_documents_and_mode(port) -> None:
@@ -219,8 +225,9 @@ async def test_read_only_writes_are_dropped_while_awareness_flows(ws_url, port) 
     await eventually(lambda: str(reader.text) == "written")  # ro receives everything
 
     reader.text += " by a reader"  # sent as an update, dropped by the server
-    reader.set_awareness(2, 1, '{"user":"r"}')  # sent after it, on the same socket
-    await eventually(lambda: writer.present().get(2) == '{"user":"r"}')
+    reader.set_awareness(2, 1, '{"user":{"name":"Rita"}}')  # after it, on the same socket
+    # Relayed, with the token's sub added by the server: who it is, verified.
+    await eventually(lambda: writer.present().get(2) == '{"user":{"name":"Rita","sub":"r"}}')
     assert str(writer.text) == "written"
     response = await AsyncHTTPClient().fetch(
         f"http://127.0.0.1:{port}/api/docs/notes/text",
@@ -249,6 +256,7 @@ async def test_origins(ws_url) -> None:
     assert await refused(url, Origin="http://[::1") == 403  # malformed: refused, not a 500
     for origin in ("https://ok.example", "http://localhost:3000", "http://127.0.0.1:8080"):
         ws = await websocket_connect(HTTPRequest(url, headers={"Origin": origin}))
+        assert isinstance(protocol.decode(await ws.read_message()), SyncStep1), origin  # joined
         ws.close()
 
 
@@ -283,26 +291,41 @@ async def test_a_hook_returning_no_permission_is_an_error_not_an_opening(
 ) -> None:
     url = f"ws://127.0.0.1:{port}/collab/ws/broken"
     assert await refused(url, **{"X-User": "host-user"}) == 500
-    assert any("not a Permission" in r.getMessage() or r.exc_info for r in caplog.records)
+    assert "authorize() returned None, not a Permission" in caplog.text  # with the traceback
 
 
-async def test_async_authorize_hook(embedded, port) -> None:
-    url = f"ws://127.0.0.1:{port}/collab/ws/"
-    assert await refused(url + "doc") == 401
-    assert await refused(url + "private", **{"X-User": "host-user"}) == 403
-    ws = await websocket_connect(
-        HTTPRequest(url + quote("ro doc"), headers={"X-User": "host-user"})
-    )
-    assert protocol.decode(await ws.read_message()) is not None  # sync step 1 arrives
-    ws.close()
+async def test_async_authorize_hook_decides_who_may_do_what(embedded, port, caplog) -> None:
+    base, host = f"ws://127.0.0.1:{port}/collab", {"X-User": "host-user"}
+    with caplog.at_level(logging.INFO, logger="collab.handler"):
+        assert await refused(f"{base}/ws/doc") == 401
+        assert await refused(f"{base}/ws/private", **host) == 403
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert any("not logged in to the host app" in line for line in refusals), refusals
+    assert any("not yours" in line for line in refusals), refusals
+
+    writer = await YClient(f"{base}/ws/rw%20doc", headers=host).connect()
+    writer.text += "written"
+    await writer.roundtrip()
+    assert str((await YClient(f"{base}/ws/rw%20doc", headers=host).connect()).text) == "written"
+
+    reader = await YClient(f"{base}/ws/ro%20doc", headers=host).connect()
+    reader.text += "dropped"  # the hook granted read-only: the server ignores it
+    await reader.roundtrip()
+    assert str((await YClient(f"{base}/ws/ro%20doc", headers=host).connect()).text) == ""
     response = await AsyncHTTPClient().fetch(
         f"http://127.0.0.1:{port}/collab/api/docs/ro%20doc/text",
         method="PUT",
         body="x",
-        headers={"X-User": "host-user"},
+        headers=host,
         raise_error=False,
     )
     assert response.code == 403
+
+    assert reader.ws is not None and reader.close_code is None
+    reader.ws.write_message(b"\x07", binary=True)  # unknown message type: closed, and logged
+    await asyncio.wait_for(reader.closed.wait(), 10)
+    assert reader.close_code == 1007
+    assert any("host-user@127.0.0.1" in r.getMessage() for r in caplog.records), "the hook's user"
 
 
 # -- a stock y-websocket client (Node) -----------------------------------------------------
@@ -321,7 +344,10 @@ const provider = new WebsocketProvider(url, room, doc, {
 provider.on('sync', (synced) => {
   if (synced) emit({ event: 'synced', text: doc.getText('content').toString() })
 })
+let closed = false  // destroy() emits connection-close again
 provider.on('connection-close', (event) => {
+  if (closed) return
+  closed = true
   emit({ event: 'close', code: event && event.code, reason: event && event.reason })
   provider.destroy()
   process.exit(0)
@@ -359,6 +385,7 @@ async def test_stock_client_syncs_with_a_token_and_hears_why_it_expired(port) ->
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+    assert proc.returncode == 0, "the stock client crashed"
     assert events[0] == {"event": "synced", "text": "hello"}
     assert events[1]["event"] == "warn" and "Permission denied" in events[1]["text"]
     assert "token expired" in events[1]["text"]

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 from pycrdt import Doc, Text
 
 from collab import cli
-from collab.storage import FileStore
-from tests.server import free_port
-
-ROOT = Path(__file__).parent.parent
+from collab.storage.base import Record
+from collab.storage.file import FileStore
+from tests.server import ROOT, free_port
+from tests.wait import eventually_sync
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -32,9 +32,15 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def seed(root: Path, name: str, text: str) -> None:
     doc = Doc()
     doc.get("content", type=Text).insert(0, text)
-    log = FileStore(root).open_log(name, 0)
-    log.append(doc.get_update())
-    log.close()
+
+    async def write() -> None:
+        store = FileStore(root)
+        log = store.log(name)
+        await log.load()
+        log.append(Record(doc.get_update()))
+        await store.close()
+
+    asyncio.run(write())
 
 
 def test_help_documents_every_option_and_its_variable():
@@ -84,30 +90,31 @@ def test_compact_refuses_while_a_server_holds_the_data_dir(tmp_path):
 
 
 def test_make_run_serves_healthz(tmp_path):
-    port = free_port()
+    port, data = free_port(), tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COLLAB_", "MAKE"))}
-    proc = subprocess.Popen(
-        ["make", "--no-print-directory", "run", f"PORT={port}", f"DATA_DIR={tmp_path / 'data'}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        body = b""
-        while time.monotonic() < deadline and proc.poll() is None:
+    command = ["make", "--no-print-directory", "run", f"PORT={port}", f"DATA_DIR={data}"]
+    output = tmp_path / "make-run.log"
+    with (
+        output.open("wb") as log,
+        subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        ) as proc,
+    ):
+
+        def healthz() -> bytes | None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"make run exited {proc.returncode}: {output.read_text()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                    body = r.read()
-                    break
+                    return r.read()
             except OSError:
-                time.sleep(0.2)
-        assert body == b"ok", proc.stdout.read().decode() if proc.poll() is not None else ""
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as r:
-            assert r.status == 200
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-    assert (tmp_path / "data" / ".lock").exists()
+                return None
+
+        try:
+            assert eventually_sync(healthz, 120, interval=0.2) == b"ok"
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as r:
+                assert r.status == 200
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+    assert (data / ".lock").exists()

@@ -319,7 +319,7 @@ def test_node_peer_edits_show_live(open_editor: Callable[..., Any], server: Serv
     name = "node peer"
     put_text(server, name, "From the browser.")
     alice = open_editor(name, ALICE)
-    peer = subprocess.Popen(
+    with subprocess.Popen(
         [
             str(node),
             str(PEER),
@@ -331,17 +331,17 @@ def test_node_peer_edits_show_live(open_editor: Callable[..., Any], server: Serv
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert peer.stdout is not None
-        assert json.loads(peer.stdout.readline()) == {"event": "synced"}
-        wait_text(alice, "From the browser. From Node.")
-        expect(alice.locator("#presence .person", has_text="Node Peer")).to_be_visible()
-        expect(alice.locator(".cm-ySelectionInfo", has_text="Node Peer")).to_be_visible()
-    finally:
-        assert peer.stdin is not None
-        peer.stdin.close()
-        assert peer.wait(10) == 0
+    ) as peer:
+        try:
+            assert peer.stdout is not None
+            assert json.loads(peer.stdout.readline()) == {"event": "synced"}
+            wait_text(alice, "From the browser. From Node.")
+            expect(alice.locator("#presence .person", has_text="Node Peer")).to_be_visible()
+            expect(alice.locator(".cm-ySelectionInfo", has_text="Node Peer")).to_be_visible()
+        finally:
+            assert peer.stdin is not None
+            peer.stdin.close()
+            assert peer.wait(10) == 0
     expect(alice.locator("#presence .person", has_text="Node Peer")).to_have_count(0)
 
 

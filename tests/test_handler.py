@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import quote
 
 import pytest
 from pycrdt import Doc, Text
@@ -10,9 +11,9 @@ from pycrdt import Doc, Text
 from collab.core import protocol
 from collab.core.protocol import Update
 from collab.core.room import Room
-from tests.test_limits import raw_connect
-from tests.test_validation import client_frame
-from tests.yclient import YClient, eventually
+from tests.wait import eventually
+from tests.wire import client_frame, raw_connect
+from tests.yclient import YClient
 
 
 async def test_an_internal_error_closes_only_that_connection(ws_url, hub, monkeypatch, caplog):
@@ -22,7 +23,7 @@ async def test_an_internal_error_closes_only_that_connection(ws_url, hub, monkey
     bystander = await YClient(ws_url("cursed")).connect()
 
     original = Room.receive
-    victim_peer = next(iter(hub.rooms["cursed"].room.peers))
+    victim_peer = next(iter(hub.document("cursed").room.peers))
 
     def explode(self, peer, data, *, writable=True):
         if peer is victim_peer:
@@ -39,18 +40,16 @@ async def test_an_internal_error_closes_only_that_connection(ws_url, hub, monkey
     await eventually(lambda: str(healthy_b.text) == "still fine")
     bystander.text.insert(0, "me too")
     await bystander.roundtrip()
-    assert hub.rooms["cursed"].room.text == "me too"
+    assert hub.document("cursed").room.text == "me too"
 
 
 @pytest.mark.parametrize("name", ["a b", "ünï/côde", "100%"])
 async def test_raw_and_encoded_names_reach_one_document(ws_url, name, hub):
-    from urllib.parse import quote
-
     raw = await YClient(ws_url(quote(name, safe="/%"))).connect()  # "/" and "%" unescaped
     encoded = await YClient(ws_url(quote(name, safe=""))).connect()
     raw.text.insert(0, "same")
     await eventually(lambda: str(encoded.text) == "same")
-    assert list(hub.rooms) == [name]
+    assert list(hub.registry.documents) == [name]
 
 
 async def test_updates_arriving_together_are_relayed_merged(ws_url, port, hub):

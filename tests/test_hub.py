@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import threading
 import weakref
 
 import pytest
@@ -249,3 +251,37 @@ async def test_a_document_moves_through_its_phases(hub):
     assert doc is not None and doc.phase is Phase.OPEN
     session.leave()
     await eventually(lambda: doc.phase is Phase.CLOSED)
+
+
+async def test_with_fsync_always_no_peer_is_sent_an_update_before_its_fsync_returns(
+    tmp_path, monkeypatch
+):
+    """The real file store: its group commit's fsync, held in its thread, holds the relay."""
+    gate, started, returned = threading.Event(), [], []
+    real_fsync = os.fsync
+
+    def held_fsync(fd: int) -> None:
+        started.append(fd)
+        assert gate.wait(10)
+        real_fsync(fd)
+        returned.append(fd)
+
+    monkeypatch.setattr(os, "fsync", held_fsync)
+    hub = Hub(Config(data_dir=str(tmp_path / "data"), fsync="always"))
+    writer = await hub.join("doc", RecordingPeer("writer"))
+    reader = RecordingPeer("reader")
+    await hub.join("doc", reader)
+    sent_after: list[int] = []
+    reader.on_send = lambda data: sent_after.append(len(returned))
+
+    editor = Editor()
+    for chars in "abc":
+        writer.receive(editor.type(chars))
+    await eventually(lambda: started)  # the group commit is in its fsync, held
+    await settle()
+    assert reader.updates() == [] and returned == []
+
+    gate.set()
+    await eventually(lambda: reader.text == "abc")
+    assert sent_after and min(sent_after) >= 1  # every frame left after an fsync returned
+    await hub.close(timeout=1)

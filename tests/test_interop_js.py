@@ -20,8 +20,9 @@ from urllib.parse import quote
 import pytest
 
 from collab import Config
-from tests.jsclient import JsPeer, JsPeers, wait_until
-from tests.test_interop_python import random_edits, state_vector
+from tests.crdt import random_edits, state_vector
+from tests.jsclient import JsPeer, JsPeers
+from tests.wait import eventually
 from tests.yclient import YClient
 
 OPS = 300
@@ -52,7 +53,7 @@ async def _converged(peers: list[JsPeer], timeout: float = 15.0) -> dict[str, An
         states = [await peer.state() for peer in peers]
         return states[0] if _svs_agree(states, client_ids) else None
 
-    return await wait_until(probe, timeout)
+    return await eventually(probe, timeout)
 
 
 async def _api_text(client, name: str) -> str:
@@ -94,7 +95,7 @@ async def test_awareness_removed_when_socket_cut(server_url):
             assert (await a.state())["awareness"].get(str(b.client_id)) == {"user": "bob"}
             return True
 
-        await wait_until(seen, 5)
+        await eventually(seen, 5)
 
         a.kill()  # the OS closes the TCP connection: no WebSocket close frame
         killed = time.monotonic()
@@ -106,7 +107,7 @@ async def test_awareness_removed_when_socket_cut(server_url):
                 assert str(a.client_id) not in present, f"{peer.name} still sees a: {present}"
             return True
 
-        await wait_until(removed, 5)
+        await eventually(removed, 5)
         assert time.monotonic() - killed < 5
         # bob's own state is untouched by alice's departure.
         assert (await c.state())["awareness"].get(str(b.client_id)) == {"user": "bob"}
@@ -137,7 +138,7 @@ async def test_late_joiner_receives_full_state(server_url, http_server_client):
             docs = {d["name"]: d for d in json.loads(response.body)}
             return docs[name]["clients"] == 0
 
-        await wait_until(nobody_connected, 5)
+        await eventually(nobody_connected, 5)
         # Nobody else holds the document now: only the server can supply it.
         third = await js.peer(server_url, name, "third")
         state = await third.state()
@@ -170,7 +171,7 @@ async def test_js_and_python_clients_converge(server_url, ws_url, http_server_cl
             assert state["text"] == str(py.text), "texts differ"
             return state
 
-        final = await wait_until(probe, 15)
+        final = await eventually(probe, 15)
         assert len(final["text"]) > OPS
         assert await _api_text(http_server_client, name) == final["text"]
         await py.close()
@@ -295,7 +296,7 @@ class TestKeepAlive:
                     present = (await watcher.state())["awareness"]
                     return present.get(str(ghost.client_id)) == {"user": "ghost"}
 
-                await wait_until(seen, 5)
+                await eventually(seen, 5)
                 proxy.frozen = True  # no FIN, no close frame, no pongs
                 frozen = time.monotonic()
 
@@ -305,7 +306,7 @@ class TestKeepAlive:
                     return True
 
                 bound = 2 * self.PING + self.CLOSE_GRACE + 2.0
-                await wait_until(removed, bound)
+                await eventually(removed, bound)
                 elapsed = time.monotonic() - frozen
                 assert elapsed >= self.PING  # it took keep-alive, not a socket close
         finally:

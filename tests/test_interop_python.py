@@ -7,69 +7,15 @@ converge, and a fresh client and the REST API see the same text.
 from __future__ import annotations
 
 import asyncio
-import random
 from urllib.parse import quote
 
 from pycrdt import Doc, Text
 
-from tests.jsclient import wait_until
-from tests.yclient import YClient, eventually
+from tests.crdt import random_edits, state_vector
+from tests.wait import eventually
+from tests.yclient import YClient
 
 OPS = 300
-
-
-async def random_edits(client: YClient, seed: int, ops: int, label: str, pace: float = 0.0) -> int:
-    """Seeded random inserts/deletes on ``client.text``, each sent as it happens.
-
-    Mirrors ``tests/js/peer.mjs`` ``edit``: a fifth of the inserts go to
-    position 0, where every client collides.
-
-    Args:
-        pace: seconds to pause after each edit (0: just yield), to keep pace
-            with slower clients so the edits overlap in time.
-
-    Returns:
-        how many frames the client received while it was editing (more than
-        zero shows the edits really were concurrent with the others').
-    """
-    received = len(client.received)
-    rnd = random.Random(seed)
-    text = client.text
-    for i in range(ops):
-        length = len(text)
-        r = rnd.random()
-        word = f"{label}{i} "
-        if length > 0 and r < 0.3:
-            pos = rnd.randrange(length)
-            del text[pos : min(length, pos + 1 + rnd.randrange(6))]
-        elif r < 0.5:
-            text.insert(0, word)
-        elif r < 0.6:
-            text.insert(length, word)
-        else:
-            text.insert(rnd.randint(0, length), word)
-        # Not a wait: yield to the loop so other clients' updates land between edits.
-        await asyncio.sleep(pace)
-    return len(client.received) - received
-
-
-def state_vector(doc: Doc) -> dict[int, int]:
-    """Decode ``doc``'s state vector: client id -> clock (lib0 varuints)."""
-    data = doc.get_state()
-    pos = 0
-
-    def varuint() -> int:
-        nonlocal pos
-        n = shift = 0
-        while True:
-            byte = data[pos]
-            pos += 1
-            n |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return n
-
-    return {varuint(): varuint() for _ in range(varuint())}
 
 
 def converged(docs: list[Doc]) -> bool:
@@ -112,7 +58,7 @@ async def test_python_late_joiner_gets_state_from_server(ws_url, http_server_cli
         response = await http_server_client.fetch("/api/docs/py-late/text", raise_error=False)
         return response.code == 200 and response.body == b"written before anyone else came"
 
-    await wait_until(stored, 5)
+    await eventually(stored, 5)
     await first.close()
     # The writer is gone: the joiner can only get the text from the server.
     late = await YClient(url).connect()

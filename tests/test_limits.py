@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import random
 import socket
 import string
@@ -21,6 +19,9 @@ from collab.core import protocol
 from collab.core.errors import PolicyViolation
 from collab.core.limits import Counter, Outbox, TokenBucket, coalesce
 from collab.core.protocol import AwarenessEntry, AwarenessUpdate, QueryAwareness, SyncStep1, Update
+from tests.crdt import typed_updates
+from tests.wire import parse_frames as _parse_frames
+from tests.wire import raw_connect, read_frames
 from tests.yclient import YClient, eventually
 
 # -- the pure rules --------------------------------------------------------------------------
@@ -59,16 +60,6 @@ def test_counter_caps_each_key_and_forgets_released_ones() -> None:
 def awareness(*entries: tuple[int, int, str]) -> bytes:
     payload = protocol.encode_awareness([AwarenessEntry(*e) for e in entries])
     return protocol.encode(AwarenessUpdate(payload))
-
-
-def typed_updates(text: str, client_id: int = 7) -> tuple[Doc, list[bytes]]:
-    doc: Doc = Doc(client_id=client_id)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    content = doc.get("content", type=Text)
-    for ch in text:
-        content += ch
-    return doc, updates
 
 
 def test_coalesce_merges_updates_and_keeps_newest_awareness() -> None:
@@ -187,10 +178,7 @@ async def test_connections_per_ip(config, ws_url, hub) -> None:
             return False
         return True
 
-    deadline = time.monotonic() + 10
-    while not await reconnects():  # the slot is free once the server saw the close
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    await eventually(reconnects, timeout=10)  # the slot is free once the server saw the close
     assert second.close_code is None
 
 
@@ -216,67 +204,18 @@ async def test_documents_loaded_at_once(config, ws_url, port, hub) -> None:
     )
     assert put.code == 503
     await a.close()  # "a" is idle now: unloaded to make room
-    await eventually(lambda: not hub.rooms["a"].room.peers)
+    await eventually(lambda: not hub.document("a").room.peers)
     await YClient(ws_url("c")).connect()
-    assert sorted(hub.rooms) == ["b", "c"]
+    assert sorted(hub.registry.documents) == ["b", "c"]
 
 
 # -- slow readers ---------------------------------------------------------------------------
 
 
-async def raw_connect(port: int, path: str, rcvbuf: int = 4096) -> socket.socket:
-    """A WebSocket handshake on a plain socket with a small receive buffer."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    await loop.sock_sendall(sock, request.encode())
-    return sock
-
-
-async def read_frames(sock: socket.socket) -> list[tuple[int, bytes]]:
-    """Everything the server sent until it closed: (opcode, payload) per frame."""
-    loop = asyncio.get_running_loop()
-    data = bytearray()
-    while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 10):
-        data += chunk
-        if b"\r\n\r\n" in data:
-            head, _, rest = bytes(data).partition(b"\r\n\r\n")
-            frames, _ = _parse_frames(rest)
-            if frames and frames[-1][0] == 0x8:
-                break
-    assert head.startswith(b"HTTP/1.1 101")
-    return frames
-
-
-def _parse_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bool]:
-    frames, pos = [], 0
-    while pos + 2 <= len(data):
-        opcode, n = data[pos] & 0x0F, data[pos + 1] & 0x7F
-        pos += 2
-        if n == 126:
-            (n,) = struct.unpack("!H", data[pos : pos + 2])
-            pos += 2
-        elif n == 127:
-            (n,) = struct.unpack("!Q", data[pos : pos + 8])
-            pos += 8
-        if pos + n > len(data):
-            return frames, False
-        frames.append((opcode, data[pos : pos + n]))
-        pos += n
-    return frames, pos == len(data)
-
-
 def server_side(hub, name: str, client: socket.socket):
     """The server's end (a ``WebSocket``) of the raw socket ``client``."""
     port = client.getsockname()[1]
-    for peer in hub.rooms[name].room.peers:
+    for peer in hub.document(name).room.peers:
         if peer.transport.get_extra_info("peername")[1] == port:
             return peer
     return None
@@ -309,7 +248,7 @@ async def test_slow_reader_is_closed_1013_while_others_keep_up(
     for _ in range(400):  # 2 KB of incompressible text each: merging cannot save it
         writer.text += noise(2048)
         await asyncio.sleep(0)
-        if ws.transport is None or ws.transport.is_closing() or ws.room is None:
+        if ws.transport is None or ws.transport.is_closing() or ws.session is None:
             break
     await eventually(lambda: logged(caplog, "too far behind", "(1013)"))
     writer.text += "after"
@@ -333,10 +272,10 @@ async def test_lagging_reader_gets_updates_merged(config, ws_url, port, hub) -> 
     typed = 3000
     for _ in range(typed):  # one message per character, as an editor sends them
         writer.text += "y"
-    await eventually(lambda: str(hub.rooms["doc"].room.text) == str(writer.text))
+    await eventually(lambda: str(hub.document("doc").room.text) == str(writer.text))
     outbox = ws.outbox
     assert outbox is not None and outbox.size <= 64 << 10
-    assert ws.room is not None and not ws.transport.is_closing()
+    assert ws.session is not None and not ws.transport.is_closing()
 
     replica: Doc = Doc()
     loop = asyncio.get_running_loop()

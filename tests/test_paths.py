@@ -17,7 +17,7 @@ from collab import Config
 from collab.core import names, protocol
 from collab.core.errors import BadName
 from collab.core.protocol import Update
-from tests.test_validation import valid_update
+from tests.crdt import valid_update
 
 _STEM = re.compile(r"^(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+$|^~h[0-9a-f]{64}$")
 _FILE = re.compile(r"^(?P<stem>[^.]+)\.(?:snap|\d+\.log)(?:\.corrupt)?$")
@@ -142,4 +142,5 @@ async def test_traversal_attempts_stay_in_the_data_dir(tmp_path: Path, port: int
     listed = {d.name for d in await hub.list()}
     assert set(EVIL) <= listed
     assert {"../../raw-escape", "../../ws-escape", "/abs-ws"} <= listed
-    assert json.dumps(sorted(listed))  # every name lists as plain text
+    status, body = await http(port, "GET", "/api/docs")
+    assert status == 200 and {d["name"] for d in json.loads(body)} == listed  # names as given

@@ -9,7 +9,8 @@ import tornado.testing
 import trustme
 
 from collab import Config, Hub, make_app
-from tests.yclient import YClient, eventually
+from tests.wait import eventually
+from tests.yclient import YClient
 
 
 async def test_sync_over_tls_terminated_by_tornado(tmp_path) -> None:

@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 
 import pytest
-from pycrdt import Doc, Text
 
 from collab.core import protocol
 from collab.core.protocol import AwarenessUpdate, SyncStep1, SyncStep2, Update
-from tests.test_limits import raw_connect, read_frames
-from tests.yclient import YClient, eventually
+from tests.crdt import valid_update
+from tests.wait import eventually
+from tests.wire import client_frame, raw_connect, read_frames
+from tests.yclient import YClient
 
 
 def awareness_with(state: bytes) -> bytes:
     payload = b"\x01\x01\x01" + protocol._varbytes(state)
     return protocol.encode(AwarenessUpdate(payload))
-
-
-def valid_update(text: str) -> bytes:
-    doc: Doc = Doc()
-    doc.get("content", type=Text).insert(0, text)
-    return doc.get_update()
 
 
 BAD_FRAMES = {
@@ -86,16 +80,6 @@ async def test_text_frame_that_is_not_utf8_is_refused_1003(ws_url) -> None:
     assert (client.close_code, client.close_reason) == (1003, "text frames not supported")
 
 
-def client_frame(first_byte: int, payload: bytes, masked: bool = True) -> bytes:
-    """A client-to-server frame with a chosen first byte (FIN, RSV bits, opcode)."""
-    assert len(payload) < 126
-    if not masked:
-        return bytes([first_byte, len(payload)]) + payload
-    mask = b"\x01\x02\x03\x04"
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([first_byte, 0x80 | len(payload)]) + mask + body
-
-
 WIRE_VIOLATIONS = {
     "reserved bit set": client_frame(0xC2, b"\x00"),  # RSV1 without a negotiated extension
     "unmasked frame": client_frame(0x82, b"\x00", masked=False),
@@ -124,15 +108,6 @@ async def test_frames_sent_right_after_the_handshake_are_applied(ws_url, port, h
     """A client may pipeline its first frames behind the upgrade request."""
     watcher = await YClient(ws_url("doc")).connect()
     update = protocol.encode(Update(valid_update("pipelined")))
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    request = (
-        f"GET /ws/doc HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-    await loop.sock_sendall(sock, request + client_frame(0x82, update))  # one packet
+    sock = await raw_connect(port, "/ws/doc", early=client_frame(0x82, update))  # one write
     await eventually(lambda: str(watcher.text) == "pipelined")
     sock.close()

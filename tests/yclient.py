@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from collections.abc import Callable
 
 from pycrdt import Doc, Text, TransactionEvent
@@ -20,24 +19,9 @@ from collab.core.protocol import (
     Update,
 )
 
+from .wait import eventually
 
-async def eventually(
-    check: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
-) -> None:
-    """Wait until ``check()`` is truthy (or stops raising AssertionError)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-            error: Exception | None = None
-        except AssertionError as exc:
-            error = exc
-        if time.monotonic() > deadline:
-            if error is not None:
-                raise error
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
+__all__ = ["YClient", "eventually"]  # eventually: for tests that import it from here
 
 
 class YClient:

@@ -10,7 +10,7 @@ import struct
 
 __all__ = ["binary_frame"]
 
-_cache: tuple[bytes, bytes] = (b"", b"")
+_cache: tuple[bytes | None, bytes] = (None, b"")  # not (b"", ...): every b"" is one object
 
 
 def binary_frame(data: bytes) -> bytes:

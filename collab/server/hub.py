@@ -58,6 +58,7 @@ class Hub:
         extensions: Iterable[Extension] = (),
     ) -> None:
         self.config = config = config or Config(data_dir=None)
+        self.metrics = metrics or Metrics()
         self._owned_store: FileStore | None = None
         if store is None:
             if config.data_dir:
@@ -67,8 +68,9 @@ class Hub:
                 self._owned_store.acquire()
             else:
                 store = MemoryStore()
+        if isinstance(store, FileStore):
+            store.on_fsync = self.metrics.persist_seconds.labels("fsync").observe
         self.store: Store = store
-        self.metrics = metrics or Metrics()
         self.extensions = Extensions(extensions)
         self.clock = time.time
         self.registry = Registry(store, config, self.metrics, self.extensions, self._now)

@@ -51,6 +51,7 @@ class FileStore:
         read_only: bool = False,
         fsync: FsyncPolicy = "interval",
         fsync_interval: float = 1.0,
+        on_fsync: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         if fsync not in ("always", "interval", "never"):
             raise ValueError(f"fsync must be always, interval or never, not {fsync!r}")
@@ -58,6 +59,7 @@ class FileStore:
         self.read_only = read_only
         self.fsync: FsyncPolicy = fsync
         self.fsync_interval = fsync_interval
+        self.on_fsync = on_fsync  # called with the seconds each group commit's fsync took
         self.damaged = 0
         if not read_only:
             self.root.mkdir(parents=True, exist_ok=True)

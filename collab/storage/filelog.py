@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import errno
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -276,11 +277,13 @@ class FileLog:
             dirty = [(file, file.written) for file in self._files if file.dirty]
             fds = [file.fd for file, _ in dirty]
             new_entries = not all(file.dir_synced for file, _ in dirty)
+            start = time.perf_counter()
             try:
                 await self.store.run(self.store.disk.fsync_files, fds, new_entries)
             except OSError as exc:
                 self._failed = exc  # after a failed fsync, data may be gone: reload it
                 raise
+            self.store.on_fsync(time.perf_counter() - start)
             for file, mark in dirty:
                 file.synced, file.dir_synced = max(file.synced, mark), True
             self._recount()

@@ -1,0 +1,94 @@
+"""CRDT helpers for tests: Yjs updates, state vectors and seeded random editing.
+
+Every document here keeps its text in the ``content`` Y.Text, as the server,
+the editor page and ``tests/js/peer.mjs`` do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Protocol
+
+from pycrdt import Doc, Text
+
+__all__ = ["random_edits", "state_vector", "typed_updates", "valid_update"]
+
+
+def valid_update(text: str) -> bytes:
+    """A well-formed Yjs update that inserts ``text`` into a fresh document."""
+    doc: Doc = Doc()
+    doc.get("content", type=Text).insert(0, text)
+    return doc.get_update()
+
+
+def typed_updates(text: str, client_id: int = 7) -> tuple[Doc, list[bytes]]:
+    """``text`` typed one character at a time: the document and one update per keystroke."""
+    doc: Doc = Doc(client_id=client_id)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    content = doc.get("content", type=Text)
+    for ch in text:
+        content += ch
+    return doc, updates
+
+
+def state_vector(doc: Doc) -> dict[int, int]:
+    """Decode ``doc``'s state vector: client id -> clock (lib0 varuints)."""
+    data = doc.get_state()
+    pos = 0
+
+    def varuint() -> int:
+        nonlocal pos
+        n = shift = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            n |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return n
+
+    return {varuint(): varuint() for _ in range(varuint())}
+
+
+class Editor(Protocol):
+    """What ``random_edits`` needs of a client (``tests.yclient.YClient`` is one)."""
+
+    text: Text
+    received: list[bytes]
+
+
+async def random_edits(client: Editor, seed: int, ops: int, label: str, pace: float = 0.0) -> int:
+    """Seeded random inserts/deletes on ``client.text``, each sent as it happens.
+
+    Mirrors ``tests/js/peer.mjs`` ``edit``: a fifth of the inserts go to
+    position 0, where every client collides.
+
+    Args:
+        pace: seconds to pause after each edit (0: just yield), to keep pace
+            with slower clients so the edits overlap in time.
+
+    Returns:
+        how many frames the client received while it was editing (more than
+        zero shows the edits really were concurrent with the others').
+    """
+    received = len(client.received)
+    rnd = random.Random(seed)
+    text = client.text
+    for i in range(ops):
+        length = len(text)
+        r = rnd.random()
+        word = f"{label}{i} "
+        if length > 0 and r < 0.3:
+            pos = rnd.randrange(length)
+            del text[pos : min(length, pos + 1 + rnd.randrange(6))]
+        elif r < 0.5:
+            text.insert(0, word)
+        elif r < 0.6:
+            text.insert(length, word)
+        else:
+            text.insert(rnd.randint(0, length), word)
+        # Pacing, not a wait: yield so other clients' updates land between edits.
+        await asyncio.sleep(pace)
+    return len(client.received) - received

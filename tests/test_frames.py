@@ -1,0 +1,76 @@
+"""Server-to-client WebSocket frames: golden headers at each payload length boundary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from collab.server.frames import binary_frame
+from tests.wire import parse_frames
+
+# RFC 6455 §5.2: FIN + binary opcode (0x82), no mask bit, then the payload length in
+# 7 bits (< 126), or 126 and a big-endian u16, or 127 and a big-endian u64.
+GOLDEN_HEADERS = {
+    0: b"\x82\x00",
+    125: b"\x82\x7d",
+    126: b"\x82\x7e\x00\x7e",
+    65535: b"\x82\x7e\xff\xff",
+    65536: b"\x82\x7f\x00\x00\x00\x00\x00\x01\x00\x00",
+}
+
+
+def payload(size: int) -> bytes:
+    return bytes(i % 251 for i in range(size))
+
+
+def parse_as_client(data: bytes) -> Frame:
+    """Read one frame the way a client does, with the websockets library's parser."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        assert not reader.buffer, "bytes left over after the frame"
+        return done.value
+    raise AssertionError("the frame is incomplete")
+
+
+@pytest.mark.parametrize("size", GOLDEN_HEADERS)
+def test_frame_header_at_each_length_boundary(size: int) -> None:
+    data = payload(size)
+    frame = binary_frame(data)
+    header = GOLDEN_HEADERS[size]
+    assert frame[: len(header)] == header
+    assert frame[len(header) :] == data
+
+
+@pytest.mark.parametrize("size", GOLDEN_HEADERS)
+def test_frames_parse_back_to_the_payload(size: int) -> None:
+    data = payload(size)
+    parsed = parse_as_client(binary_frame(data))
+    assert (parsed.opcode, parsed.fin, parsed.data) == (Opcode.BINARY, True, data)
+    assert not (parsed.rsv1 or parsed.rsv2 or parsed.rsv3)
+    assert parse_frames(binary_frame(data)) == ([(0x2, data)], True)  # the tests' own reader
+
+
+def test_the_same_message_is_framed_once() -> None:
+    """Fan-out frames one message for every connection: the same object comes back."""
+    data = payload(300)
+    first = binary_frame(data)
+    assert binary_frame(data) is first
+    other = payload(300)  # equal bytes, another message: framed anew
+    assert binary_frame(other) == first and binary_frame(other) is not first
+    assert binary_frame(data) is not first  # only the last message is cached
+
+
+def test_an_empty_first_message_is_framed() -> None:
+    """In a fresh process: ``b""`` is one object, so a cache seeded with it would match."""
+    code = "from collab.server.frames import binary_frame; print(binary_frame(b'').hex())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == GOLDEN_HEADERS[0].hex()
