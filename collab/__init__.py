@@ -4,6 +4,7 @@ Embedding::
 
     hub = collab.Hub(collab.Config(data_dir="./data"))
     app = tornado.web.Application([*my_routes, *collab.routes(hub, prefix="/collab")])
+    server = collab.listen(app, hub.config, hub)  # in the event loop; later: await server.close()
 
 The package is in rings, imports pointing inward only: ``collab.core`` (pure
 rules), ``collab.storage`` (where documents live), ``collab.server`` (asyncio)
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .server.tokens import JwtAuthorizer
     from .tornado.app import make_app, routes
     from .tornado.handler import YjsHandler
+    from .tornado.listener import Server, listen
 
 __all__ = [
     "CollabError",
@@ -34,8 +36,10 @@ __all__ = [
     "Hub",
     "JwtAuthorizer",
     "Permission",
+    "Server",
     "Unauthorized",
     "YjsHandler",
+    "listen",
     "make_app",
     "routes",
 ]
@@ -49,8 +53,10 @@ _HOMES = {
     "Hub": ".server.hub",
     "JwtAuthorizer": ".server.tokens",
     "Permission": ".core.auth",
+    "Server": ".tornado.listener",
     "Unauthorized": ".core.errors",
     "YjsHandler": ".tornado.handler",
+    "listen": ".tornado.listener",
     "make_app": ".tornado.app",
     "routes": ".tornado.app",
 }

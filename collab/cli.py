@@ -1,4 +1,5 @@
-"""The ``collab`` command: ``serve``, ``export`` and ``compact``.
+"""The ``collab`` command: ``serve`` and ``compact``; ``export``, ``import``,
+``backup`` and ``restore`` are in ``admin``.
 
 Every ``serve`` option also reads ``COLLAB_<OPTION>`` from the environment
 (``--data-dir`` from ``COLLAB_DATA_DIR``); a flag on the command line wins.
@@ -9,15 +10,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
+from . import admin
 from .core.auth import MIN_SECRET_BYTES
-from .core.config import Config
+from .core.config import Config, check_base_path
 from .core.room import Room
+from .server.logfmt import JsonFormatter, TextFormatter
 from .storage.base import StoreLocked
 from .storage.file import FileStore
 
@@ -49,29 +55,48 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("max_awareness_clients", int, "awareness ids one connection may own (close 1008 above)"),
     ("max_header_bytes", int, "largest HTTP request head, read before any authentication"),
     ("header_timeout", float, "seconds a client may take to send its request head"),
-    ("jwt_secret", str, "HS256 secret; when set every request needs a JWT"),
+    ("max_document_bytes", int, "largest encoded document (1009 / HTTP 413 above; 0 = off)"),
+    ("max_connections", int, "open WebSockets in all (HTTP 503 above; 0 = off)"),
+    ("api_rate", float, "HTTP API requests per second per client address (429; 0 = off)"),
+    ("api_rate_burst", int, "HTTP API requests a client address may make at once"),
+    ("min_free_bytes", int, "free disk space below which /readyz answers 503 (0 = off)"),
+    ("jwks_file", str, "JWKS file of public keys chosen by kid; re-read when it changes"),
+    ("jwt_audience", str, "the aud tokens must carry (unset: tokens with an aud are refused)"),
+    ("jwt_issuer", str, "the iss tokens must carry (unset: not checked)"),
     ("log_level", str, "debug | info | warning | error"),
+    ("log_format", str, "text | json (one JSON object a line)"),
+    ("certfile", str, "PEM certificate chain: serve HTTPS and WSS (with --keyfile)"),
+    ("keyfile", str, "PEM private key of --certfile"),
+    ("base_path", str, "URL prefix the whole server is served under, e.g. /collab"),
 ]
+_CHOICES = {
+    "fsync": ("always", "interval", "never"),
+    "log_level": ("debug", "info", "warning", "error"),
+}
 
 
 def _env(option: str) -> str | None:
     return os.environ.get("COLLAB_" + option.upper())
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line in one line, status 2 (subcommands inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"collab: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="collab", description="Real-time collaborative editing server."
-    )
+    parser = _Parser(prog="collab", description="Real-time collaborative editing server.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server")
     for option, kind, text in _OPTIONS:
         default = getattr(_DEFAULTS, option)
-        env = _env(option)
         flag = "--" + option.replace("_", "-")
         serve.add_argument(
             flag,
             type=kind,
-            default=kind(env) if env is not None else default,
+            default=None,  # then COLLAB_<OPTION>, then Config's: see _resolve
             help=f"{text} (env COLLAB_{option.upper()}, default {default!r})",
         )
     serve.add_argument(
@@ -83,92 +108,180 @@ def _parser() -> argparse.ArgumentParser:
         "(env COLLAB_ALLOW_ORIGIN, comma-separated; default same origin plus loopback)",
     )
     serve.add_argument(
+        "--jwt-secret",
+        action="append",
+        dest="jwt_secrets",
+        default=None,
+        help="HS256 secret (at least 32 bytes); with any key every request needs a JWT; "
+        "repeat to rotate: each verifies (env COLLAB_JWT_SECRET, comma-separated)",
+    )
+    serve.add_argument(
+        "--jwt-public-key",
+        action="append",
+        dest="jwt_public_keys",
+        default=None,
+        metavar="FILE",
+        help="PEM public key (RSA: RS256, EC: ES256/384/512, Ed25519: EdDSA), repeatable "
+        "(env COLLAB_JWT_PUBLIC_KEY, comma-separated)",
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        dest="trusted_proxies",
+        default=None,
+        metavar="CIDR",
+        help="reverse proxy network whose Forwarded / X-Forwarded-For / X-Real-IP headers "
+        "name the client, repeatable (env COLLAB_TRUSTED_PROXY, comma-separated; "
+        "default none: those headers are ignored)",
+    )
+    serve.add_argument(
         "--memory",
         action="store_true",
-        default=_env("memory") in ("1", "true", "yes"),
+        default=None,
         help="keep documents in memory only, nothing on disk (env COLLAB_MEMORY=1)",
     )
-    for name, text in (
-        ("export", "print a document's text"),
-        ("compact", "compact every document"),
-    ):
-        sub = commands.add_parser(name, help=text)
-        if name == "export":
-            sub.add_argument("name", help="document name")
-        sub.add_argument("--data-dir", default=_env("data_dir") or _DEFAULTS.data_dir)
+    compact = commands.add_parser("compact", help="compact every document (server stopped)")
+    compact.add_argument("--data-dir", default=_env("data_dir") or _DEFAULTS.data_dir)
+    admin.add_parsers(commands, _env("data_dir") or _DEFAULTS.data_dir or "./data")
     return parser
 
 
+def _resolve(args: argparse.Namespace) -> None:
+    """Fill in each option from its flag, else ``COLLAB_<OPTION>``, else the default.
+
+    Raises:
+        SystemExit: with a one-line reason naming the flag or variable at fault.
+    """
+    for option, kind, _ in _OPTIONS:
+        value, where = getattr(args, option), "--" + option.replace("_", "-")
+        env = _env(option)
+        if value is None and env is not None:
+            where = f"COLLAB_{option.upper()}"
+            try:
+                value = kind(env)
+            except ValueError:
+                message = f"invalid {kind.__name__} value: {env!r}"
+                raise SystemExit(f"collab: {where}: {message}") from None
+        if value is None:
+            value = getattr(_DEFAULTS, option)
+        elif isinstance(value, int | float) and not 0 <= value < float("inf"):
+            raise SystemExit(f"collab: {where}: must be a number >= 0, not {value!r}")
+        elif option == "port" and value > 65535:
+            raise SystemExit(f"collab: {where}: not a port number: {value}")
+        elif option in _CHOICES and value not in _CHOICES[option]:
+            choices = ", ".join(_CHOICES[option])
+            raise SystemExit(f"collab: {where}: must be one of {choices}, not {value!r}")
+        elif option == "base_path":
+            try:
+                value = check_base_path(value)
+            except ValueError as exc:
+                raise SystemExit(f"collab: {where}: {exc}") from None
+        setattr(args, option, value)
+    if args.memory is None:
+        env = (_env("memory") or "").strip().lower()
+        if env not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise SystemExit(f"collab: COLLAB_MEMORY: invalid boolean value: {env!r}")
+        args.memory = env in ("1", "true", "yes", "on")
+
+
+def _operations(args: argparse.Namespace) -> dict[str, Any]:
+    """``trusted_proxies``, checked, and the TLS files, read to check them."""
+    from .core.clients import TrustedProxies
+    from .tornado.listener import tls_context
+
+    proxies, where = args.trusted_proxies, "--trusted-proxy"
+    if proxies is None:
+        proxies = [c.strip() for c in (_env("trusted_proxy") or "").split(",") if c.strip()]
+        where = "COLLAB_TRUSTED_PROXY"
+    try:
+        TrustedProxies(proxies)
+    except ValueError as exc:
+        raise SystemExit(f"collab: {where}: {exc}") from None
+    try:
+        tls_context(args.certfile, args.keyfile)
+    except ValueError as exc:
+        raise SystemExit(f"collab: {exc}") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemExit(f"collab: cannot use --certfile/--keyfile: {exc}") from None
+    return {"trusted_proxies": tuple(proxies)}
+
+
 def _config(args: argparse.Namespace) -> Config:
+    _resolve(args)
     values = {option: getattr(args, option) for option, _, _ in _OPTIONS}
-    if args.fsync not in ("always", "interval", "never"):
-        raise SystemExit(f"collab: --fsync must be always, interval or never, not {args.fsync!r}")
+    values.update(_operations(args))
     origins = args.allow_origins
     if origins is None:  # the flags win over the variable, as for every option
         origins = [o.strip() for o in (_env("allow_origin") or "").split(",") if o.strip()]
     values["allow_origins"] = tuple(origins)
-    if args.jwt_secret is not None and len(args.jwt_secret.encode()) < MIN_SECRET_BYTES:
+    secrets = args.jwt_secrets  # verbatim: only the variable is split, at commas
+    if secrets is None:
+        secrets = [s for s in (_env("jwt_secret") or "").split(",") if s]
+    if any(len(s.encode()) < MIN_SECRET_BYTES for s in secrets):
         raise SystemExit(f"collab: --jwt-secret must be at least {MIN_SECRET_BYTES} bytes")
+    values["jwt_secrets"] = tuple(secrets)
+    keys = args.jwt_public_keys
+    if keys is None:
+        keys = [k.strip() for k in (_env("jwt_public_key") or "").split(",") if k.strip()]
+    values["jwt_public_keys"] = tuple(keys)
+    if args.log_format not in ("text", "json"):
+        raise SystemExit(f"collab: --log-format must be text or json, not {args.log_format!r}")
     if args.memory:
         values["data_dir"] = None
-    return dataclasses.replace(_DEFAULTS, **values)
+    config = dataclasses.replace(_DEFAULTS, **values)
+    try:  # an unreadable or unusable key stops the server here, with a reason
+        from .server.tokens import JwtAuthorizer
+
+        JwtAuthorizer.from_config(config)
+    except ValueError as exc:
+        raise SystemExit(f"collab: {exc}") from None
+    return config
+
+
+class _CannotListen(Exception):
+    """The address is taken or not ours: said in one log line, status 1."""
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name, or "" (every interface)
 
 
 async def _serve(config: Config) -> None:
     from .server.hub import Hub
+    from .server.tokens import JwtAuthorizer
     from .tornado.app import make_app
+    from .tornado.listener import listen
 
     hub = Hub(config)
     app = make_app(config, hub)
-    server = app.listen(
-        config.port,
-        config.host,
-        # Room for every client of a restarted server reconnecting at once,
-        # instead of a second of SYN retries past Tornado's default of 128.
-        backlog=1024,
-        xheaders=False,
-        # What a client may make the server hold before it is authenticated:
-        # its request head, for a bounded time. The sync and API handlers read
-        # no body before authorizing; this caps every other handler's.
-        max_header_size=config.max_header_bytes,
-        idle_connection_timeout=config.header_timeout,
-        max_body_size=config.max_message_bytes,
-    )
+    try:
+        server = listen(app, config, hub)  # limits, backlog and TLS as documented there
+    except OSError as exc:
+        await hub.close()
+        raise _CannotListen(f"cannot listen on {config.host}:{config.port}: {exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     where = config.data_dir or "memory"
-    log.info("collab serving on http://%s:%d (data: %s)", config.host, config.port, where)
+    url = f"{server.scheme}://{config.host}:{server.port}{config.base_path}/"
+    log.info("collab serving on %s (data: %s)", url, where, extra={"event": "server_started"})
+    if not _loopback(config.host) and JwtAuthorizer.from_config(config) is None:
+        log.warning(
+            "access control is off on %s: anyone who can reach port %d can read and write "
+            "every document (set --jwt-secret or --jwt-public-key)",
+            config.host or "every interface",
+            server.port,
+        )
     await stop.wait()
-    log.info("shutting down: flushing documents")
-    server.stop()
-    await hub.close(timeout=5)  # WebSockets get 5 s to finish their closing handshake
-    try:
-        await asyncio.wait_for(server.close_all_connections(), timeout=5)
-    except TimeoutError:
-        log.warning("some connections did not close in time")
-    log.info("stopped")
-
-
-def _export(data_dir: str, name: str) -> int:
-    async def read() -> list[bytes] | None:
-        store = FileStore(data_dir, read_only=True)
-        try:
-            if await store.info(name) is None:
-                return None
-            return (await store.log(name).load()).updates
-        finally:
-            await store.close()
-
-    updates = asyncio.run(read())
-    if updates is None:
-        print(f"collab: no document {name!r} in {data_dir}", file=sys.stderr)
-        return 1
-    room = Room(name)
-    room.restore(updates)
-    sys.stdout.write(room.text)
-    return 0
+    log.info("shutting down: flushing documents", extra={"event": "server_stopping"})
+    await server.close(timeout=5)  # WebSockets get 5 s to finish their closing handshake
+    log.info("stopped", extra={"event": "server_stopped"})
 
 
 def _compact(data_dir: str) -> int:
@@ -197,17 +310,23 @@ def _compact(data_dir: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "export":
-        return _export(args.data_dir, args.name)
+    if args.command in admin.COMMANDS:
+        return admin.run(args)
     if args.command == "compact":
         return _compact(args.data_dir)
-    config = _config(args)
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        config = _config(args)
+    except SystemExit as exc:  # a reason: bad configuration, status 2 as for bad flags
+        if not isinstance(exc.code, str):
+            raise
+        print(exc.code, file=sys.stderr)
+        return 2
+    output = logging.StreamHandler()
+    output.setFormatter(JsonFormatter() if config.log_format == "json" else TextFormatter())
+    logging.basicConfig(level=config.log_level.upper(), handlers=[output])
     try:
         asyncio.run(_serve(config))
-    except StoreLocked as exc:
+    except (StoreLocked, _CannotListen) as exc:
         log.error("%s", exc)
         return 1
     return 0

@@ -168,3 +168,30 @@ class JsPeers:
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.gather(*(peer.close() for peer in self.peers))
+
+
+# A stock y-websocket provider that authenticates with ?token= and prints what it hears:
+# node --input-type=module -e STOCK_CLIENT URL ROOM TOKEN (run with cwd=JS_DIR).
+STOCK_CLIENT = r"""
+import * as Y from 'yjs'
+import { WebsocketProvider } from 'y-websocket'
+import WebSocket from 'ws'
+const [url, room, token] = process.argv.slice(1)
+const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+console.warn = (...args) => emit({ event: 'warn', text: args.join(' ') })
+const doc = new Y.Doc()
+const provider = new WebsocketProvider(url, room, doc, {
+  WebSocketPolyfill: WebSocket, disableBc: true, params: { token }
+})
+provider.on('sync', (synced) => {
+  if (synced) emit({ event: 'synced', text: doc.getText('content').toString() })
+})
+let closed = false  // destroy() emits connection-close again
+provider.on('connection-close', (event) => {
+  if (closed) return
+  closed = true
+  emit({ event: 'close', code: event && event.code, reason: event && event.reason })
+  provider.destroy()
+  process.exit(0)
+})
+"""

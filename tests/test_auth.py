@@ -19,7 +19,7 @@ from collab.core import protocol
 from collab.core.auth import allow_all, origin_allowed, redact, token_of
 from collab.core.protocol import Auth, SyncStep1
 from collab.server.tokens import JwtAuthorizer
-from tests.jsclient import JS_DIR, require_node
+from tests.jsclient import JS_DIR, STOCK_CLIENT, require_node
 from tests.wait import eventually
 from tests.yclient import YClient
 
@@ -115,7 +115,8 @@ def test_short_secret_is_refused_and_tokens_are_redacted() -> None:
         JwtAuthorizer("short")
     assert redact("/ws/a?x=1&token=abc.def&y=2") == "/ws/a?x=1&token=***&y=2"
     assert redact("/ws/a?TOKEN=abc") == "/ws/a?TOKEN=***"
-    assert allow_all(None, "x") == Permission()
+    assert redact("GET /ws/a?token=abc (1.2.3.4) 2ms") == "GET /ws/a?token=*** (1.2.3.4) 2ms"
+    assert allow_all(None, "x") == Permission(admin=True)  # access control off: a local admin
 
 
 def test_origin_rule() -> None:
@@ -329,30 +330,6 @@ async def test_async_authorize_hook_decides_who_may_do_what(embedded, port, capl
 
 
 # -- a stock y-websocket client (Node) -----------------------------------------------------
-
-STOCK_CLIENT = r"""
-import * as Y from 'yjs'
-import { WebsocketProvider } from 'y-websocket'
-import WebSocket from 'ws'
-const [url, room, token] = process.argv.slice(1)
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
-console.warn = (...args) => emit({ event: 'warn', text: args.join(' ') })
-const doc = new Y.Doc()
-const provider = new WebsocketProvider(url, room, doc, {
-  WebSocketPolyfill: WebSocket, disableBc: true, params: { token }
-})
-provider.on('sync', (synced) => {
-  if (synced) emit({ event: 'synced', text: doc.getText('content').toString() })
-})
-let closed = false  // destroy() emits connection-close again
-provider.on('connection-close', (event) => {
-  if (closed) return
-  closed = true
-  emit({ event: 'close', code: event && event.code, reason: event && event.reason })
-  provider.destroy()
-  process.exit(0)
-})
-"""
 
 
 async def test_stock_client_syncs_with_a_token_and_hears_why_it_expired(port) -> None:

@@ -118,3 +118,115 @@ def test_make_run_serves_healthz(tmp_path):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
     assert (data / ".lock").exists()
+
+
+BAD_CONFIGURATIONS = [
+    # (arguments after "serve", environment, the one line on stderr)
+    ([], {"COLLAB_PORT": "abc"}, "collab: COLLAB_PORT: invalid int value: 'abc'"),
+    (
+        [],
+        {"COLLAB_IDLE_TIMEOUT": "soon"},
+        "collab: COLLAB_IDLE_TIMEOUT: invalid float value: 'soon'",
+    ),
+    ([], {"COLLAB_MEMORY": "maybe"}, "collab: COLLAB_MEMORY: invalid boolean value: 'maybe'"),
+    (
+        [],
+        {"COLLAB_FSYNC": "sometimes"},
+        "collab: COLLAB_FSYNC: must be one of always, interval, never, not 'sometimes'",
+    ),
+    (
+        ["--fsync", "sometimes"],
+        {},
+        "collab: --fsync: must be one of always, interval, never, not 'sometimes'",
+    ),
+    (
+        ["--port", "abc"],
+        {},
+        "collab: argument --port: invalid int value: 'abc' (see collab serve --help)",
+    ),
+    (["--port", "70000"], {}, "collab: --port: not a port number: 70000"),
+    (
+        [],
+        {"COLLAB_PING_INTERVAL": "-1"},
+        "collab: COLLAB_PING_INTERVAL: must be a number >= 0, not -1.0",
+    ),
+    (["--rate-bytes", "nan"], {}, "collab: --rate-bytes: must be a number >= 0, not nan"),
+    (
+        ["--log-level", "loud"],
+        {},
+        "collab: --log-level: must be one of debug, info, warning, error, not 'loud'",
+    ),
+    (["--jwt-secret", "short"], {}, "collab: --jwt-secret must be at least 32 bytes"),
+    (
+        ["--certfile", "cert.pem"],
+        {},
+        "collab: --certfile and --keyfile go together: give both or neither",
+    ),
+    (
+        [],
+        {"COLLAB_KEYFILE": "key.pem"},
+        "collab: --certfile and --keyfile go together: give both or neither",
+    ),
+    (
+        ["--certfile", "/nonexistent/cert.pem", "--keyfile", "/nonexistent/key.pem"],
+        {},
+        "collab: cannot use --certfile/--keyfile: [Errno 2] No such file or directory",
+    ),
+    (["--trusted-proxy", "10.0.0.0/33"], {}, "collab: --trusted-proxy: invalid CIDR '10.0.0.0/33'"),
+    (
+        [],
+        {"COLLAB_TRUSTED_PROXY": "10.0.0.0/8,proxy.local"},
+        "collab: COLLAB_TRUSTED_PROXY: invalid CIDR 'proxy.local'",
+    ),
+    (
+        ["--base-path", "collab"],
+        {},
+        "collab: --base-path: must be a path like /collab, not 'collab'",
+    ),
+    (
+        [],
+        {"COLLAB_BASE_PATH": "/a/../b"},
+        "collab: COLLAB_BASE_PATH: must be a path like /collab, not '/a/../b'",
+    ),
+]
+
+
+def test_bad_configuration_exits_2_with_one_line(tmp_path):
+    for args, env, line in BAD_CONFIGURATIONS:
+        result = run_cli("serve", "--data-dir", str(tmp_path / "data"), *args, env=env)
+        assert (result.returncode, result.stderr) == (2, line + "\n"), (args, env)
+        assert result.stdout == ""
+    assert not (tmp_path / "data").exists()  # refused before anything was opened
+
+
+def test_a_bad_certificate_is_refused_in_one_line(tmp_path):
+    (tmp_path / "cert.pem").write_text("-----BEGIN CERTIFICATE-----\nnope\n")
+    args = ["--certfile", str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "cert.pem")]
+    result = run_cli("serve", *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("collab: cannot use --certfile/--keyfile: [SSL")
+    assert result.stderr.count("\n") == 1
+
+
+def test_export_and_compact_ignore_bad_serve_variables(tmp_path):
+    seed(tmp_path, "doc", "still readable")
+    env = {"COLLAB_PORT": "abc", "COLLAB_FSYNC": "sometimes", "COLLAB_TRUSTED_PROXY": "x"}
+    exported = run_cli("export", "doc", "--data-dir", str(tmp_path), env=env)
+    assert (exported.returncode, exported.stdout) == (0, "still readable"), exported.stderr
+    compacted = run_cli("compact", "--data-dir", str(tmp_path), env=env)
+    assert compacted.returncode == 0, compacted.stderr
+
+
+def test_open_access_on_a_public_address_is_warned_about(tmp_path):
+    from tests.server import ServerProcess
+
+    def warnings(*args: str) -> list[str]:
+        with ServerProcess(tmp_path / f"data{len(args)}", *args) as server:
+            server.stop()
+            return [line for line in server.output().splitlines() if "WARNING" in line]
+
+    (line,) = warnings("--host", "0.0.0.0")
+    assert "access control is off on 0.0.0.0" in line
+    assert "anyone who can reach port" in line and "can read and write every document" in line
+    assert warnings() == []  # loopback (ServerProcess's default)
+    assert warnings("--host", "0.0.0.0", "--jwt-secret", "s" * 32) == []

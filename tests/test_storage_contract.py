@@ -263,3 +263,19 @@ async def test_close_then_reopen_keeps_everything(backend):
     async with backend.open() as store:
         loaded = await store.log("doc").load()
         assert text_of(loaded.updates) == "0,1,2,3,4,5," and loaded.records == []
+
+
+async def test_list_pages_by_name_after_a_name(backend):
+    names = ["b", "a/1", "c d", "a", "é"]
+    async with backend.open() as store:
+        for name in names:
+            log = store.log(name)
+            await log.load()
+            log.append(edits(1)[0])
+            await log.close()
+        assert [i.name for i in await store.list()] == sorted(names)
+        assert [i.name for i in await store.list(limit=2)] == ["a", "a/1"]
+        assert [i.name for i in await store.list("a/1", 2)] == ["b", "c d"]
+        assert [i.name for i in await store.list("c d")] == ["é"]
+        assert await store.list("é", 10) == []
+        assert await store.readiness() is None  # a healthy store takes writes

@@ -3,7 +3,8 @@
 //   npm run build            one minified build
 //   npm run build -- --dev   unminified, with inline source maps
 //
-// The HTML pages reference their script and stylesheet as /static/NAME?v=HASH,
+// The HTML pages reference their script and stylesheet as __COLLAB_BASE__/static/NAME?v=HASH
+// (the server puts its base path in place of __COLLAB_BASE__),
 // so Tornado's static handler may cache them forever and a rebuild still shows.
 import { createHash } from 'node:crypto'
 import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'

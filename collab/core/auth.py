@@ -49,11 +49,14 @@ class Permission:
         user: who, for logs and presence (``sub``); None if anonymous.
         writable: False for read-only: updates are dropped, awareness flows.
         expires: Unix time at which an open connection is closed (4401).
+        admin: may make destructive API calls (``DELETE /api/docs/<name>``);
+            without it they get 403 ``admin role required``.
     """
 
     user: str | None = None
     writable: bool = True
     expires: float | None = None
+    admin: bool = False
 
 
 class Request(Protocol):
@@ -68,8 +71,8 @@ Authorize = Callable[[Any, str], "Permission | Awaitable[Permission]"]
 
 
 def allow_all(request: Any, name: str) -> Permission:
-    """Everyone may read and write every document (the default without a secret)."""
-    return Permission()
+    """Everyone may do everything, deleting included (the default without keys)."""
+    return Permission(admin=True)
 
 
 def token_of(request: Request) -> str | None:
@@ -81,11 +84,11 @@ def token_of(request: Request) -> str | None:
     return values[-1].decode("utf-8", "replace") if values else None
 
 
-_TOKEN_RE = re.compile(r"(?i)([?&]token=)[^&#]*")
+_TOKEN_RE = re.compile(r"(?i)([?&]token=)[^&#\s]*")
 
 
 def redact(uri: str) -> str:
-    """``uri`` with any ``token=`` query value hidden, for logs."""
+    """``uri`` (or a log line holding URLs) with every ``token=`` query value hidden."""
     return _TOKEN_RE.sub(r"\1***", uri)
 
 
@@ -119,7 +122,8 @@ def grant(claims: Mapping[str, Any], name: str, now: float) -> Permission:
     Claims: ``exp`` (required, Unix time), ``sub`` (who), ``docs`` (a list of
     ``fnmatch`` glob patterns over document names, where ``*`` also matches
     ``/``; absent means every document), ``mode`` (``"rw"``, the default, or
-    ``"ro"``).
+    ``"ro"``), ``admin`` (``true`` allows destructive API calls on the
+    documents ``docs`` grants; only with ``mode`` ``"rw"``; default ``false``).
 
     Raises:
         Unauthorized: malformed claims, or expired at ``now``.
@@ -136,8 +140,14 @@ def grant(claims: Mapping[str, Any], name: str, now: float) -> Permission:
     patterns = claims.get("docs", ["*"])
     if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
         raise Unauthorized("invalid token: docs must be a list of patterns")
+    admin = claims.get("admin", False)
+    if not isinstance(admin, bool):
+        raise Unauthorized("invalid token: admin must be true or false")
+    if admin and mode != "rw":
+        raise Unauthorized("invalid token: an admin token cannot be read-only")
     if not any(fnmatch.fnmatchcase(name, p) for p in patterns):
         raise Forbidden("token does not grant this document")
     sub = claims.get("sub")
     # With a token, presence always carries a verified (maybe empty) sub: never a claimed one.
-    return Permission(str(sub) if sub is not None else "", mode == "rw", float(expires))
+    user = str(sub) if sub is not None else ""
+    return Permission(user, mode == "rw", float(expires), admin)

@@ -6,10 +6,11 @@ reads the environment.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Config", "FsyncPolicy"]
+__all__ = ["Config", "FsyncPolicy", "check_base_path"]
 
 FsyncPolicy = Literal["always", "interval", "never"]
 
@@ -42,7 +43,48 @@ class Config:
     max_awareness_clients: int = 16
     max_header_bytes: int = 64 << 10
     header_timeout: float = 30.0
+    # Quotas (0 turns one off): a document's encoded size (close 1009 / HTTP
+    # 413 past it), WebSockets in all (HTTP 503), HTTP API requests per client
+    # address (a token bucket; HTTP 429). ``/readyz`` fails below ``min_free_bytes``.
+    max_document_bytes: int = 64 << 20
+    max_connections: int = 10000
+    api_rate: float = 50.0
+    api_rate_burst: int = 200
+    min_free_bytes: int = 64 << 20
     web_dir: str | None = None
     jwt_secret: str | None = None
+    # Access control is on when any key is set (``server.tokens.JwtAuthorizer``):
+    # HS256 secrets (``jwt_secret`` and ``jwt_secrets`` all verify: rotation),
+    # PEM public-key files, a JWKS file (re-read when it changes), and the
+    # ``aud``/``iss`` tokens must carry when set.
+    jwt_secrets: tuple[str, ...] = field(default_factory=tuple)
+    jwt_public_keys: tuple[str, ...] = field(default_factory=tuple)
+    jwks_file: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
     allow_origins: tuple[str, ...] = field(default_factory=tuple)
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
+    # Operations. Forwarding headers are believed only from these networks
+    # (``core.clients``); TLS needs both files; ``base_path`` ("/collab", no
+    # trailing slash, "" = the root) prefixes every URL the server answers.
+    trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
+    certfile: str | None = None
+    keyfile: str | None = None
+    base_path: str = ""
+
+
+_BASE_PATH = re.compile(r"(/[A-Za-z0-9_~.-]+)*")
+
+
+def check_base_path(path: str) -> str:
+    """``path`` as a ``base_path``: ``"/collab/"`` → ``"/collab"``, ``"/"`` → ``""``.
+
+    Raises:
+        ValueError: not a plain absolute path (letters, digits, ``_~.-``, ``/``).
+    """
+    normal = path.rstrip("/")
+    segments = normal.split("/")[1:]
+    if not _BASE_PATH.fullmatch(normal) or any(s in (".", "..") for s in segments):
+        raise ValueError(f"must be a path like /collab, not {path!r}")
+    return normal

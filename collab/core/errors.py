@@ -15,12 +15,16 @@ error                        close   HTTP    situation
 ``BadUpdate``                1007    --      Yjs update that the CRDT rejects
 ``PolicyViolation``          1008    429     rate limit or connection cap exceeded
 ``MessageTooBig``            1009    413     frame or awareness state over its limit
+``DocumentTooLarge``         1009    413     update would grow the document past its limit
 ``SlowConsumer``             1013    --      outgoing queue over its bound
 ``Overloaded``               1013    503     too many documents loaded; try again later
 ``DocumentUnavailable``      1011    503     stored document unreadable; refuses to open
 ``DocumentDeleted``          4404    404     document deleted while connected
 ``ShuttingDown``             1001    503     server stopping
 ===========================  ======  ======  ==========================================
+
+An error may carry ``retry_after`` (seconds): the shell sends it as the HTTP
+``Retry-After`` header of the refusal (rate limits, connection caps).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ __all__ = [
     "BadUpdate",
     "CollabError",
     "DocumentDeleted",
+    "DocumentTooLarge",
     "DocumentUnavailable",
     "Forbidden",
     "MessageTooBig",
@@ -49,9 +54,10 @@ class CollabError(Exception):
     close_code: int = 1011
     http_status: int = 500
 
-    def __init__(self, reason: str = "") -> None:
+    def __init__(self, reason: str = "", retry_after: float | None = None) -> None:
         super().__init__(reason or self.__class__.__name__)
         self.reason = reason or self.__class__.__name__
+        self.retry_after = retry_after  # seconds, for an HTTP ``Retry-After``
 
 
 class BadName(CollabError):
@@ -84,6 +90,10 @@ class PolicyViolation(CollabError):
 
 class MessageTooBig(CollabError):
     close_code, http_status = 1009, 413
+
+
+class DocumentTooLarge(MessageTooBig):
+    pass
 
 
 class SlowConsumer(CollabError):

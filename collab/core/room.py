@@ -26,6 +26,7 @@ from pycrdt import Doc, Text, TransactionEvent, merge_updates
 from . import awareness, protocol
 from .awareness import Awareness
 from .errors import BadUpdate, ProtocolError
+from .limits import StateBudget, update_cost
 from .protocol import (
     Auth,
     AwarenessUpdate,
@@ -59,6 +60,7 @@ class Effects:
 
 
 _EMPTY_STATE = b"\x00"  # the state vector of a document with nothing in it
+_EMPTY_UPDATE = b"\x00\x00"  # no structs, no deletions
 
 
 class Room:
@@ -69,13 +71,21 @@ class Room:
         max_awareness_bytes: the largest awareness state a peer may set (0: no limit).
         max_awareness_clients: how many awareness client ids one peer may own
             at once (0: no limit).
+        max_state_bytes: the largest encoded document a peer's update or a
+            text replacement may produce (``limits.StateBudget``; 0: no limit).
     """
 
     def __init__(
-        self, name: str, *, max_awareness_bytes: int = 0, max_awareness_clients: int = 0
+        self,
+        name: str,
+        *,
+        max_awareness_bytes: int = 0,
+        max_awareness_clients: int = 0,
+        max_state_bytes: int = 0,
     ) -> None:
         self.name = name
         self.doc: Doc[Any] = Doc()
+        self.budget = StateBudget(max_state_bytes)
         self.awareness = Awareness(
             max_state_bytes=max_awareness_bytes, max_clients=max_awareness_clients
         )
@@ -96,11 +106,14 @@ class Room:
     # -- loading ------------------------------------------------------------
 
     def restore(self, updates: Iterable[bytes]) -> None:
-        """Apply stored updates (not logged again, not relayed)."""
+        """Apply stored updates (not logged again, not relayed); never refused."""
+        size = 0
         with self.doc.transaction():
             for update in updates:
                 self.doc.apply_update(update)
+                size += len(update)
         self._changes.clear()
+        self.budget.grow(size)  # what is stored bounds the state: measured when it matters
 
     def apply_remote(self, update: bytes) -> Effects:
         """Apply an update another process already logged; relay what was new.
@@ -112,7 +125,7 @@ class Room:
         Raises:
             BadUpdate: the CRDT rejects the update; the document is unchanged.
         """
-        return self._apply(update)
+        return self._apply(update, check=False)  # durable already: never refused
 
     # -- peers --------------------------------------------------------------
 
@@ -161,6 +174,8 @@ class Room:
         Raises:
             ProtocolError: the frame is malformed or its update invalid (1007).
             MessageTooBig: an awareness state is over its limit (1009).
+            DocumentTooLarge: the update could grow the document past
+                ``max_state_bytes`` (1009).
             PolicyViolation: the peer would own too many awareness ids (1008).
             On any of these the room is unchanged and the caller closes the
             connection with the error's ``close_code``.
@@ -206,7 +221,13 @@ class Room:
             self._full_step2 = frame
         return frame
 
-    def _apply(self, update: bytes, frame: bytes | None = None) -> Effects:
+    def _measure(self) -> int:
+        return len(self.doc.get_update())
+
+    def _apply(self, update: bytes, frame: bytes | None = None, check: bool = True) -> Effects:
+        cost = update_cost(len(update))
+        if check and update != _EMPTY_UPDATE:  # a client's step 2 with nothing new
+            self.budget.admit(cost, self._measure)
         try:
             self.doc.apply_update(update)
         except ValueError as exc:
@@ -215,6 +236,7 @@ class Room:
         change = self._take_change()
         if change is None:
             return Effects()
+        self.budget.grow(cost)
         if frame is not None and change == update:
             return Effects(update=change, relay=[frame])  # the usual case: relay as received
         return Effects(update=change, relay=[protocol.encode(Update(change))])
@@ -233,7 +255,12 @@ class Room:
         return str(self.doc.get(TEXT_NAME, type=Text))
 
     def replace_text(self, new: str) -> Effects:
-        """Edit ``content`` into ``new`` with the smallest single splice."""
+        """Edit ``content`` into ``new`` with the smallest single splice.
+
+        Raises:
+            DocumentTooLarge: the edit could grow the document past
+                ``max_state_bytes``; nothing was changed.
+        """
         text = self.doc.get(TEXT_NAME, type=Text)
         old = str(text)
         start = 0
@@ -247,9 +274,13 @@ class Room:
         # pycrdt indexes Y.Text by UTF-8 byte offsets.
         a = len(old[:start].encode())
         b = a + len(old[start:end_old].encode())
+        cost = update_cost(len(new[start:end_new].encode()))
+        if end_new > start:  # a pure deletion is never refused
+            self.budget.admit(cost, self._measure)
         with self.doc.transaction():
             if b > a:
                 del text[a:b]
             if end_new > start:
                 text.insert(a, new[start:end_new])
+        self.budget.grow(cost)
         return self._effects_of_change()

@@ -27,7 +27,13 @@ from dataclasses import dataclass
 
 from ..core import policy
 from ..core.config import Config
-from ..core.errors import CollabError, DocumentDeleted, DocumentUnavailable, ShuttingDown
+from ..core.errors import (
+    CollabError,
+    DocumentDeleted,
+    DocumentTooLarge,
+    DocumentUnavailable,
+    ShuttingDown,
+)
 from ..core.limits import coalesce
 from ..core.room import Effects, Room
 from ..storage.base import Cursor, DocumentLog, Loaded, Record
@@ -79,8 +85,10 @@ class Document:
             name,
             max_awareness_bytes=config.max_awareness_bytes,
             max_awareness_clients=config.max_awareness_clients,
+            max_state_bytes=config.max_document_bytes,
         )
         self.phase = Phase.LOADING
+        self.exists = False  # the store had it, or it got content since (see ``_created``)
         self.sessions: dict[Peer, Session] = {}
         self.cursor: Cursor = None  # of the last record appended
         self.unsnapshotted = 0  # records since the last snapshot
@@ -100,6 +108,7 @@ class Document:
         self.room.restore(loaded.updates)
         self.cursor = loaded.cursor
         self.unsnapshotted = len(loaded.records)
+        self.exists = loaded.state is not None or bool(loaded.records)
         self.log.watch(self._remote)
         self.enter(Phase.OPEN)
 
@@ -166,13 +175,19 @@ class Document:
         if self.phase is not Phase.OPEN:
             raise _gone(self.phase)
         self.metrics.bytes_in += len(data)
-        effects = self.room.receive(session.peer, data, writable=session.writable)
+        try:
+            effects = self.room.receive(session.peer, data, writable=session.writable)
+        except DocumentTooLarge:
+            self.metrics.refusals.labels("document_bytes").inc()
+            raise
         if effects.foreign:
             self.metrics.awareness_foreign += effects.foreign
         cursor = None
         if effects.update is not None:
             self.metrics.updates_in += 1
             cursor = self.append(effects.update, session.author)
+            if not self.exists:
+                self._created(session.permission.user, session.remote, session.id)
         self._carry_out(session.peer, cursor, effects)
 
     def _carry_out(self, sender: Peer | None, cursor: Cursor | None, effects: Effects) -> None:
@@ -241,6 +256,7 @@ class Document:
         """Records another process appended (already durable): apply and relay, never log."""
         if self.phase is not Phase.OPEN:
             return
+        self.exists = True  # another process wrote it
         for record in records:
             try:
                 effects = self.room.apply_remote(record.update)
@@ -275,6 +291,11 @@ class Document:
         ):
             self.compacting = asyncio.get_running_loop().create_task(self.compact())
         return cursor
+
+    def _created(self, sub: str | None, remote: str | None, connection: str | None) -> None:
+        """A document that did not exist got its first content: audit who made it."""
+        self.exists = True
+        self.extensions.audit("create", self.name, sub, remote, connection)
 
     def _fail(self) -> None:
         """An update is in memory but not durable: nobody may be served it.
@@ -316,12 +337,23 @@ class Document:
 
     # -- the document as a whole ----------------------------------------------------
 
-    async def replace_text(self, text: str, author: str) -> None:
-        """Edit ``content`` into ``text`` as a live edit; return once it is durable."""
+    async def replace_text(
+        self, text: str, author: str, sub: str | None = None, remote: str | None = None
+    ) -> None:
+        """Edit ``content`` into ``text`` as a live edit; return once it is durable.
+
+        ``sub`` and ``remote`` name who did it, should it create the document.
+        """
         if self.phase is not Phase.OPEN:
             raise _gone(self.phase)
-        effects = self.room.replace_text(text)
+        try:
+            effects = self.room.replace_text(text)
+        except DocumentTooLarge:
+            self.metrics.refusals.labels("document_bytes").inc()
+            raise
         cursor = self.append(effects.update, author) if effects.update is not None else None
+        if cursor is not None and not self.exists:
+            self._created(sub, remote, None)
         self._carry_out(None, cursor, effects)
         if cursor is not None and not self.log.durable(cursor):
             await self.log.flush(cursor)

@@ -6,8 +6,9 @@ An ``Extension`` overrides the hooks it needs; ``Hub(extensions=[...])`` (or
 * "before" hooks, ``on_connect`` and ``on_load``, run before the connection
   joins or the document loads, and may refuse by raising a ``CollabError``
   (the client sees its close code; the document does not open).
-* "after" hooks, ``on_change``, ``on_stored``, ``on_disconnect`` and
-  ``on_delete``, are queued and run later, one at a time, off the message path.
+* "after" hooks, ``on_change``, ``on_stored``, ``on_disconnect``,
+  ``on_delete`` and ``on_audit``, are queued and run later, one at a time, off
+  the message path.
   A hook that raises is logged and counted; sync never waits for or breaks on
   one. Past ``MAX_QUEUED`` waiting events new ones are dropped (logged).
 
@@ -33,6 +34,7 @@ from ..core import policy
 from ..core.auth import Permission
 
 __all__ = [
+    "AuditEvent",
     "ChangeEvent",
     "ConnectEvent",
     "Debounce",
@@ -99,6 +101,23 @@ class DeleteEvent:
     document: str
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """Someone changed what exists: ``action`` on ``document``, by whom, from where.
+
+    Actions: ``create`` (a document that did not exist got content, over a
+    WebSocket or the API), ``put`` (its text replaced through the API),
+    ``delete`` and ``restore``. Never per update: these are rare.
+    """
+
+    action: str
+    document: str
+    sub: str | None  # the token's ``sub`` (or the hook's user); None if anonymous
+    remote: str | None  # the client's address, if known
+    connection: str | None = None  # the connection's id (a WebSocket)
+    time: float = 0.0
+
+
 class Extension:
     """Override any of these; each is optional and may be async."""
 
@@ -120,8 +139,19 @@ class Extension:
     def on_delete(self, event: DeleteEvent) -> Awaitable[None] | None:
         """After a document was deleted."""
 
+    def on_audit(self, event: AuditEvent) -> Awaitable[None] | None:
+        """After a document was created, replaced, deleted or restored (see ``AuditEvent``)."""
 
-_HOOKS = ("on_connect", "on_load", "on_change", "on_stored", "on_disconnect", "on_delete")
+
+_HOOKS = (
+    "on_connect",
+    "on_load",
+    "on_change",
+    "on_stored",
+    "on_disconnect",
+    "on_delete",
+    "on_audit",
+)
 _Hook = Callable[[Any], "Awaitable[None] | None"]
 
 
@@ -173,6 +203,19 @@ class Extensions:
         self._queue.extend((hook, event) for hook in hooks)
         if self._runner is None:
             self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    def audit(
+        self,
+        action: str,
+        document: str,
+        sub: str | None,
+        remote: str | None,
+        connection: str | None = None,
+    ) -> None:
+        """Queue an ``AuditEvent`` for the ``on_audit`` hooks (built only if one wants it)."""
+        if self.hooks["on_audit"]:
+            event = AuditEvent(action, document, sub, remote, connection, time.time())
+            self.after("on_audit", event)
 
     async def drain(self) -> None:
         """Wait until every queued "after" hook has run (shutdown, tests)."""

@@ -21,9 +21,11 @@ from ..core.limits import Counter
 from ..storage.base import DocInfo, Store
 from ..storage.file import FileStore
 from ..storage.memory import MemoryStore
+from .audit import AuditLog
 from .document import Document
 from .extensions import ConnectEvent, DeleteEvent, Extension, Extensions
 from .metrics import Metrics
+from .quotas import Quotas
 from .registry import Registry
 from .session import Peer, Session
 from .sockets import Gateway, SocketLimits, Sockets
@@ -63,7 +65,10 @@ class Hub:
         if store is None:
             if config.data_dir:
                 store = self._owned_store = FileStore(
-                    config.data_dir, fsync=config.fsync, fsync_interval=config.fsync_interval
+                    config.data_dir,
+                    fsync=config.fsync,
+                    fsync_interval=config.fsync_interval,
+                    min_free_bytes=config.min_free_bytes,
                 )
                 self._owned_store.acquire()
             else:
@@ -71,11 +76,12 @@ class Hub:
         if isinstance(store, FileStore):
             store.on_fsync = self.metrics.persist_seconds.labels("fsync").observe
         self.store: Store = store
-        self.extensions = Extensions(extensions)
+        self.extensions = Extensions([AuditLog(), *extensions])  # the audit trail in the log
         self.clock = time.time
         self.registry = Registry(store, config, self.metrics, self.extensions, self._now)
         self.sockets = Sockets(config.ping_interval or None, config.ping_timeout or None)
-        self.ips = Counter(config.max_connections_per_ip)
+        self.quotas = Quotas(config, self.metrics)
+        self.ips: Counter = self.quotas.connections  # per address and in all
         self.gateway = Gateway(
             join=self.join,
             limits=SocketLimits.of(config),
@@ -103,9 +109,15 @@ class Hub:
     # -- sessions ---------------------------------------------------------------
 
     async def join(
-        self, name: str, peer: Peer, permission: Permission | None = None, id: str | None = None
+        self,
+        name: str,
+        peer: Peer,
+        permission: Permission | None = None,
+        id: str | None = None,
+        remote: str | None = None,
     ) -> Session:
-        """Open ``name`` for ``peer``: it is sent sync step 1 and the present awareness.
+        """Open ``name`` for ``peer`` (at address ``remote``): it is sent sync step 1
+        and the present awareness.
 
         Call ``receive`` on the returned session with each message and
         ``leave`` once when the peer is gone.
@@ -125,7 +137,7 @@ class Hub:
         cap = self.config.max_connections_per_doc
         if 0 < cap <= len(doc.sessions):
             raise PolicyViolation(f"too many connections to this document (limit {cap})")
-        session = Session(doc, peer, permission, id)
+        session = Session(doc, peer, permission, id, remote)
         doc.add(session)
         return session
 
@@ -147,19 +159,30 @@ class Hub:
         self.registry.release_if_idle(doc)
         return doc.room.text
 
-    async def set_text(self, name: str, text: str, author: str = "api") -> None:
+    async def set_text(
+        self,
+        name: str,
+        text: str,
+        author: str = "api",
+        sub: str | None = None,
+        remote: str | None = None,
+    ) -> None:
         """Replace the text of ``name`` (created if needed) as a live CRDT edit.
 
-        Returns once the edit is durable.
+        Returns once the edit is durable. ``sub`` and ``remote`` (who, from
+        where) are for the audit trail (``on_audit``: ``put``, ``create``).
         """
         doc = await self.registry.open(name)
         try:
-            await doc.replace_text(text, author)
+            await doc.replace_text(text, author, sub=sub, remote=remote)
+            self.extensions.audit("put", name, sub, remote)
         finally:
             self.registry.release_if_idle(doc)
 
-    async def delete(self, name: str) -> bool:
+    async def delete(self, name: str, sub: str | None = None, remote: str | None = None) -> bool:
         """Delete ``name`` everywhere; its connections are closed with 4404.
+
+        ``sub`` and ``remote`` (who, from where) are for the audit trail.
 
         Returns:
             False if there was no such document.
@@ -167,17 +190,28 @@ class Hub:
         deleted = await self.registry.delete(name)
         if deleted and self.extensions.wants("on_delete"):
             self.extensions.after("on_delete", DeleteEvent(name))
+        if deleted:
+            self.extensions.audit("delete", name, sub, remote)
         return deleted
 
-    async def list(self) -> list[DocSummary]:
-        """Every document, stored or only loaded, sorted by name."""
-        infos = {info.name: info for info in await self.store.list()}
+    async def list(self, after: str | None = None, limit: int | None = None) -> list[DocSummary]:
+        """Documents, stored or only loaded, sorted by name: the first ``limit`` after ``after``.
+
+        ``None`` lists from the first, and every one.
+        """
+        infos = {info.name: info for info in await self.store.list(after, limit)}
         for name in self.registry.documents:
-            infos.setdefault(name, DocInfo(name, 0, time.time()))
-        return [
-            DocSummary(i.name, i.size, i.modified, self.clients(i.name))
-            for i in sorted(infos.values(), key=lambda i: i.name)
-        ]
+            if after is None or name > after:
+                infos.setdefault(name, DocInfo(name, 0, time.time()))
+        found = sorted(infos.values(), key=lambda i: i.name)[:limit]
+        return [DocSummary(i.name, i.size, i.modified, self.clients(i.name)) for i in found]
+
+    async def readiness(self) -> str | None:
+        """None while the hub can take and persist writes; else why not (``/readyz``)."""
+        if self.registry.closing:
+            return "shutting down"
+        probe = getattr(self.store, "readiness", None)  # a host's store may predate it
+        return await probe() if probe is not None else None
 
     # -- shutdown -----------------------------------------------------------------
 

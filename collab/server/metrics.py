@@ -54,6 +54,12 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self.refusals = Counter(
+            "collab_refusals",
+            "Requests, connections and updates refused by a quota, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
         self.registry.register(_Sampler(self))
 
     def sample(self, documents: Callable[[], int], **counters: Callable[[], int]) -> None:

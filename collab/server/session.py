@@ -32,16 +32,25 @@ class Session:
     """``peer`` editing ``document`` with ``permission``.
 
     ``author`` is who the document's records name: the token's ``sub`` when
-    access control is on, else the connection's ``id``.
+    access control is on, else the connection's ``id``. ``remote`` is the
+    client's address, if known (for the audit trail).
     """
 
-    __slots__ = ("author", "document", "id", "peer", "permission", "writable")
+    __slots__ = ("author", "document", "id", "peer", "permission", "remote", "writable")
 
-    def __init__(self, document: Document, peer: Peer, permission: Permission, id: str) -> None:
+    def __init__(
+        self,
+        document: Document,
+        peer: Peer,
+        permission: Permission,
+        id: str,
+        remote: str | None = None,
+    ) -> None:
         self.document = document
         self.peer = peer
         self.permission = permission
         self.id = id
+        self.remote = remote
         self.author = permission.user or id
         self.writable = permission.writable
 

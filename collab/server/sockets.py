@@ -86,14 +86,14 @@ class Gateway:
     """What a socket needs of the server, handed to it (never reached through a hub).
 
     Attributes:
-        join: ``join(name, peer, permission, id)`` lets the socket into a document.
+        join: ``join(name, peer, permission, id, remote)`` lets the socket into a document.
         limits: its rates and output bound.
         sockets: the keep-alive registry it joins.
         clock: wall time (Unix seconds), for token expiry.
         refused: called with the close code of every refusal (a metric).
     """
 
-    join: Callable[[str, Peer, Permission, str], Awaitable[Session]]
+    join: Callable[[str, Peer, Permission, str, str], Awaitable[Session]]
     limits: SocketLimits
     sockets: Sockets
     clock: Callable[[], float]
@@ -163,7 +163,7 @@ class WebSocket(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(greeting)
         try:
-            self.session = await self.gateway.join(name, self, self.permission, self.id)
+            self.session = await self.gateway.join(name, self, self.permission, self.id, self.ip)
         except CollabError as exc:
             self.refuse(exc)  # and read on, for the client's answer to the close
         except Exception:
@@ -308,7 +308,8 @@ class WebSocket(asyncio.Protocol):
     def drop(self, reason: str) -> None:
         """Close at once, without a handshake (the peer is not answering)."""
         if self.transport is not None:
-            log.info("dropping %s on %r: %s", self._who(), self._room_name(), reason)
+            fields = {"event": "connection_dropped", **self._fields(), "reason": reason}
+            log.info("dropping %s on %r: %s", self._who(), self._room_name(), reason, extra=fields)
             self._leave()
             self.transport.abort()
 
@@ -340,8 +341,17 @@ class WebSocket(asyncio.Protocol):
             session.leave()
 
     def _log_refusal(self, reason: str, code: int) -> None:
-        log.warning("closing %s on %r: %s (%d)", self._who(), self._room_name(), reason, code)
+        fields = {"event": "connection_closed", **self._fields(), "code": code, "reason": reason}
+        who, name = self._who(), self._room_name()
+        log.warning("closing %s on %r: %s (%d)", who, name, reason, code, extra=fields)
         self.gateway.refused(code)
+
+    def _fields(self) -> dict[str, str]:
+        """Who this is, for structured logs (``--log-format json``)."""
+        fields = {"connection": self.id, "document": self._room_name(), "remote": self.ip}
+        if self.permission.user is not None:
+            fields["sub"] = self.permission.user
+        return fields
 
     def _who(self) -> str:
         return f"{self.permission.user or '-'}@{self.ip}"

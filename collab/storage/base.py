@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeAlias
+from typing import Literal, NamedTuple, Protocol, TypeAlias
 
 __all__ = [
     "Cursor",
@@ -49,13 +49,12 @@ class StoreLocked(Exception):
     """Another process (a running server) holds the data directory."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One Yjs update as stored, with when (Unix seconds) and by whom.
 
     ``author`` is the token's ``sub`` when access control is on, else the
     connection's id; records written by the v1 format have ``time=0.0`` and
-    ``author=""``.
+    ``author=""``. (A tuple: one is built per update, on the hot path.)
     """
 
     update: bytes
@@ -151,8 +150,18 @@ class Store(Protocol):
     async def info(self, name: str) -> DocInfo | None:
         """Size and last change of ``name``, or None if it has no data."""
 
-    async def list(self) -> list[DocInfo]:
-        """Every stored document, sorted by name."""
+    async def list(self, after: str | None = None, limit: int | None = None) -> list[DocInfo]:
+        """Stored documents sorted by name: the first ``limit`` named after ``after``.
+
+        ``after=None`` starts at the first, ``limit=None`` lists every one.
+        """
+
+    async def readiness(self) -> str | None:
+        """None while writes can be taken and persisted; else a short reason why not.
+
+        Cheap to call often (``/readyz``): a store may answer from a probe it
+        made a few seconds ago.
+        """
 
     async def close(self) -> None:
         """Release what the store holds (locks, threads, connections)."""

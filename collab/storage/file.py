@@ -5,7 +5,8 @@ store's own threads (``run``: every blocking call goes there) and the interval
 syncer; ``filelog.FileLog`` is one open document, ``disk`` does the blocking
 work (layout, repair on load) and ``records`` is the byte format.
 ``read_only`` stores never write, move or truncate anything (``collab export``
-beside a running server).
+beside a running server). ``readiness`` probes the directory (``probe``) in the
+store's threads at most every ``PROBE_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core import names
+from . import probe
 from . import records as fmt
 from .base import DocInfo, FsyncPolicy, StoreLocked
 from .disk import Directory
 from .filelog import GROUP_COMMIT_WINDOW, FileCursor, FileLog
 
-__all__ = ["GROUP_COMMIT_WINDOW", "FileCursor", "FileLog", "FileStore"]
+__all__ = ["GROUP_COMMIT_WINDOW", "PROBE_INTERVAL", "FileCursor", "FileLog", "FileStore"]
+
+PROBE_INTERVAL = 2.0  # seconds between readiness probes of the directory
+PROBE_TIMEOUT = 5.0  # a probe that takes longer (a hung disk) reports not ready
 
 log = logging.getLogger("collab.store")
 
@@ -43,6 +48,7 @@ class FileStore:
         fsync: ``always`` (``durable`` once fsynced, by group commits),
             ``interval`` (fsync dirty logs every ``fsync_interval`` seconds) or
             ``never``; snapshots are always fsynced.
+        min_free_bytes: ``readiness`` fails with less free space than this.
     """
 
     def __init__(
@@ -52,6 +58,7 @@ class FileStore:
         fsync: FsyncPolicy = "interval",
         fsync_interval: float = 1.0,
         on_fsync: Callable[[float], None] = lambda seconds: None,
+        min_free_bytes: int = 0,
     ) -> None:
         if fsync not in ("always", "interval", "never"):
             raise ValueError(f"fsync must be always, interval or never, not {fsync!r}")
@@ -69,6 +76,10 @@ class FileStore:
         self._open: dict[str, FileLog] = {}
         self._syncer: asyncio.TimerHandle | None = None
         self._syncing: set[asyncio.Task[None]] = set()
+        self.min_free_bytes = min_free_bytes
+        self._ready: str | None = None
+        self._next_probe = 0.0
+        self._probing: asyncio.Future[str | None] | None = None
 
     # -- the directory lock -------------------------------------------------
 
@@ -78,7 +89,12 @@ class FileStore:
         Raises:
             StoreLocked: another process holds it.
         """
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fd = self._take_lock()
+
+    def _take_lock(self) -> int:
+        # Read-only: a descriptor open for writing would keep the file system
+        # from being remounted read-only, and flock needs none.
+        fd = os.open(self.root / probe.LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -86,7 +102,7 @@ class FileStore:
             raise StoreLocked(
                 f"data directory {self.root} is in use by another collab process"
             ) from None
-        self._lock_fd = fd
+        return fd
 
     def release(self) -> None:
         if self._lock_fd >= 0:
@@ -109,8 +125,35 @@ class FileStore:
     async def info(self, name: str) -> DocInfo | None:
         return await self.run(self._info, name)
 
-    async def list(self) -> builtins.list[DocInfo]:
-        return await self.run(self._list)
+    async def list(
+        self, after: str | None = None, limit: int | None = None
+    ) -> builtins.list[DocInfo]:
+        return await self.run(self._list, after, limit)
+
+    async def readiness(self) -> str | None:
+        """None if the directory took a small fsynced write, has space and its lock."""
+        if self.read_only:
+            return "the store is read-only"
+        loop = asyncio.get_running_loop()
+        if self._probing is None and loop.time() >= self._next_probe:
+            self._next_probe = loop.time() + PROBE_INTERVAL
+            self._probing = asyncio.ensure_future(self.run(self._probe))
+        probing = self._probing
+        if probing is None:
+            return self._ready
+        try:
+            await asyncio.wait_for(asyncio.shield(probing), PROBE_TIMEOUT)
+        except TimeoutError:
+            return f"data directory not answering: a probe took over {PROBE_TIMEOUT:g}s"
+        except Exception:
+            pass  # read below
+        if self._probing is probing:
+            self._probing = None
+            exc = probing.exception()
+            self._ready = probing.result() if exc is None else f"probe failed: {exc}"
+            if self._ready is not None:
+                log.warning("not ready: %s", self._ready)
+        return self._ready
 
     async def close(self) -> None:
         """Close every open log (fsyncing it), stop the syncer and the threads, unlock."""
@@ -127,6 +170,20 @@ class FileStore:
             self._pool.shutdown(wait=True)
             self._pool = None
         self.release()
+
+    def _probe(self) -> str | None:
+        """One readiness probe; a lost lock is taken again if nobody else has it."""
+        reason = probe.check(self.root, self._lock_fd, self.min_free_bytes)
+        if reason is not None and reason.startswith("store lock lost"):
+            try:
+                fd = self._take_lock()
+            except (StoreLocked, OSError) as exc:
+                log.error("%s, and cannot be taken again: %s", reason, exc)
+            else:
+                os.close(self._lock_fd)
+                self._lock_fd = fd
+                log.error("%s: taken again; check that no other server used %s", reason, self.root)
+        return reason
 
     # -- for FileLog ----------------------------------------------------------
 
@@ -182,18 +239,20 @@ class FileStore:
             return None
         return DocInfo(name, sum(s.st_size for s in stats), max(s.st_mtime for s in stats))
 
-    def _list(self) -> builtins.list[DocInfo]:
+    def _list(self, after: str | None, limit: int | None) -> builtins.list[DocInfo]:
         stems = set()
         for path in self.root.iterdir():
             if path.suffix in (".snap", ".log") or path.name.endswith(".snap.corrupt"):
                 stems.add(path.name.split(".", 1)[0])
-        found = []
-        for stem in stems:
-            name = names.from_stem(stem) or self._name_in_headers(stem)
-            info = self._info(name) if name is not None else None
+        named = ((names.from_stem(stem) or self._name_in_headers(stem)) for stem in stems)
+        found: builtins.list[DocInfo] = []
+        for name in sorted(n for n in named if n is not None and (after is None or n > after)):
+            if limit is not None and len(found) >= limit:
+                break
+            info = self._info(name)  # only for the page: a stat per file
             if info is not None:
                 found.append(info)
-        return sorted(found, key=lambda d: d.name)
+        return found
 
     def _name_in_headers(self, stem: str) -> str | None:
         """The name a hashed stem came from, as its logs or snapshot record it."""

@@ -88,8 +88,12 @@ class MemoryStore:
         size = len(doc.state or b"") + sum(len(r.update) for r in doc.records)
         return DocInfo(name, size, 0.0)
 
-    async def list(self) -> list[DocInfo]:
-        return [info for name in sorted(self.docs) if (info := await self.info(name))]
+    async def list(self, after: str | None = None, limit: int | None = None) -> list[DocInfo]:
+        names = [name for name in sorted(self.docs) if after is None or name > after]
+        return [info for name in names[:limit] if (info := await self.info(name))]
+
+    async def readiness(self) -> str | None:
+        return None  # memory takes every write
 
     async def close(self) -> None:
         pass

@@ -26,6 +26,7 @@ skipped are ``lost``.
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from collections.abc import Iterable
@@ -136,8 +137,14 @@ def encode_record(record: Record, version: int = LOG_VERSION) -> bytes:
         raise ValueError("an empty update cannot be logged")
     if version == 1:
         return _frame(record.update)
-    author = record.author.encode()[:_MAX_U16].decode(errors="ignore").encode()
+    author = _author_bytes(record.author)
     return _frame(_V2_HEAD.pack(record.time, len(author)) + author + record.update)
+
+
+@functools.lru_cache(maxsize=1024)
+def _author_bytes(author: str) -> bytes:
+    """``author`` as UTF-8, cut to 65535 bytes at a character boundary (few, repeated)."""
+    return author.encode()[:_MAX_U16].decode(errors="ignore").encode()
 
 
 def encode_log(name: str, records: Iterable[Record], version: int = LOG_VERSION) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -9,12 +10,21 @@ from typing import Any
 import tornado.web
 
 from ..core.auth import Authorize, allow_all
-from ..core.config import Config
+from ..core.config import Config, check_base_path
 from ..server.extensions import Extension
 from ..server.hub import Hub
 from ..server.tokens import JwtAuthorizer
-from .api import DocHandler, DocsHandler, HealthHandler, MetricsHandler, TextHandler
+from .api import (
+    DocHandler,
+    DocsHandler,
+    HealthHandler,
+    MetricsHandler,
+    ReadyHandler,
+    TextHandler,
+)
+from .clients import trusted_proxies
 from .handler import YjsHandler
+from .logs import log_request
 from .pages import EditorPageHandler, HomePageHandler, static_dir
 
 __all__ = ["make_app", "routes"]
@@ -32,7 +42,11 @@ def routes(
     ``prefix`` is a path like ``"/collab"`` (no trailing slash); the sync
     endpoint is then ``{prefix}/ws/<name>``. ``extensions`` are added to the
     hub's (``Hub.use``), after those it already has.
+
+    Raises:
+        ValueError: ``hub.config.trusted_proxies`` holds a malformed network.
     """
+    trusted_proxies(hub.config.trusted_proxies)  # a bad network fails here, not per request
     hub.use(*extensions)
     api = {"hub": hub, "authorize": authorize}
     ws = {**api, "allow_origins": allow_origins}
@@ -42,6 +56,7 @@ def routes(
         (rf"{prefix}/api/docs/(.+)/text", TextHandler, api),
         (rf"{prefix}/api/docs/(.+)", DocHandler, api),
         (rf"{prefix}/healthz", HealthHandler, {}),
+        (rf"{prefix}/readyz", ReadyHandler, {"hub": hub}),
         (rf"{prefix}/metrics", MetricsHandler, {"hub": hub}),
     ]
 
@@ -49,22 +64,36 @@ def routes(
 def make_app(
     config: Config | None = None, hub: Hub | None = None, extensions: Iterable[Extension] = ()
 ) -> tornado.web.Application:
-    """The standalone server: editor pages, static assets, API and sync."""
+    """The standalone server: editor pages, static assets, API and sync.
+
+    Everything is served under ``config.base_path`` (``"/collab"``: the home
+    page is ``/collab/``, the sync endpoint ``/collab/ws/<name>``).
+
+    Raises:
+        ValueError: a malformed ``base_path`` or ``trusted_proxies``, or a JWT key
+            that cannot be used (``JwtAuthorizer.from_config``).
+    """
     config = config or Config()
     hub = hub or Hub(config)
-    authorize: Authorize = JwtAuthorizer(config.jwt_secret) if config.jwt_secret else allow_all
+    authorize: Authorize = JwtAuthorizer.from_config(config) or allow_all
     static = Path(config.web_dir) if config.web_dir else static_dir()
-    pages = {"static": static}
+    base = check_base_path(config.base_path)
+    prefix = re.escape(base)
+    pages = {"static": static, "base": base}
     handlers: list[Any] = [
-        (r"/", HomePageHandler, pages),
-        (r"/d/(.+)", EditorPageHandler, pages),
-        *routes(hub, "", authorize, config.allow_origins, extensions),
+        (rf"{prefix}/", HomePageHandler, pages),
+        (rf"{prefix}/d/(.+)", EditorPageHandler, pages),
+        *routes(hub, prefix, authorize, config.allow_origins, extensions),
     ]
+    if base:
+        handlers.append((prefix, tornado.web.RedirectHandler, {"url": base + "/"}))
     app = tornado.web.Application(
         handlers,
         static_path=str(static),
-        static_url_prefix="/static/",
+        static_url_prefix=f"{base}/static/",
+        collab_trusted_proxies=config.trusted_proxies,  # for handlers without a hub
         compress_response=True,
+        log_function=log_request,  # the access log, token-free, with fields for JSON
         websocket_ping_interval=config.ping_interval or None,
         websocket_ping_timeout=config.ping_timeout or None,
         websocket_max_message_size=config.max_message_bytes,

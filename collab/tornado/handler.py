@@ -5,7 +5,8 @@ captured group is the document name (Tornado percent-decodes it, so raw and
 encoded names reach the same document).
 
 Before the upgrade: the name is checked (400), the client's IP is counted
-(429 past ``max_connections_per_ip``), ``authorize`` runs (401/403), and no
+(429 past ``max_connections_per_ip``; behind a ``--trusted-proxy`` the
+forwarded address counts, see ``clients``), ``authorize`` runs (401/403), and no
 request body is accepted, so an unauthenticated client can make the server
 hold nothing but its headers. The handshake itself is checked and answered by
 the websockets library (its sans-I/O server protocol). Then the socket leaves
@@ -32,6 +33,7 @@ from ..core.errors import CollabError, Forbidden, Unauthorized
 from ..server.hub import Hub
 from ..server.sockets import WebSocket, wire_log
 from ..server.tokens import permit
+from .clients import client_ip
 from .logs import TokenSafeLogs
 from .stream_transport import IOStreamTransport
 
@@ -85,14 +87,20 @@ class YjsHandler(TokenSafeLogs, tornado.web.RequestHandler):
                 origin = self.request.headers.get("Origin")
                 if origin is not None and not self.check_origin(origin):
                     raise Forbidden(f"origin not allowed: {origin[:100]}")
-                self._ip_counter().acquire(self.request.remote_ip)
-                self._ip = self.request.remote_ip
+                ip = client_ip(self)
+                self._ip_counter().acquire(ip)
+                self._ip = ip
                 self.permission = await permit(self.authorize, self.request, name)
             except CollabError as exc:
-                log.info("refused %s %s: %s", self.request.remote_ip, self.request.path, exc.reason)
+                fields = {"event": "connection_refused", **self.log_fields()}
+                fields.update(status=exc.http_status, reason=exc.reason)
+                ip, path = client_ip(self), self.request.path
+                log.info("refused %s %s: %s", ip, path, exc.reason, extra=fields)
                 self.set_status(exc.http_status)
                 if isinstance(exc, Unauthorized):
                     self.set_header("WWW-Authenticate", "Bearer")
+                if exc.retry_after is not None:  # connection caps (429, 503)
+                    self.set_header("Retry-After", str(max(1, round(exc.retry_after))))
                 self.finish(exc.reason)
                 return
             await self._upgrade(name)

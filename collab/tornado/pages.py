@@ -1,4 +1,9 @@
-"""The editor's HTML pages, served from the built bundle in ``collab/static``."""
+"""The editor's HTML pages, served from the built bundle in ``collab/static``.
+
+The pages are templates with one variable: ``__COLLAB_BASE__`` becomes the
+server's base path (``""`` or ``"/collab"``), in the static asset URLs and in
+``<meta name="collab-base">``, from which the scripts build every other URL.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +22,10 @@ def static_dir() -> Path:
     return Path(__file__).parent.parent / "static"
 
 
-_FALLBACK = """<!doctype html><meta charset="utf-8"><title>collab</title>
+_FALLBACK = b"""<!doctype html><meta charset="utf-8"><title>collab</title>
 <h1>collab</h1><p>The editor bundle is not built: run <code>make run</code>.</p>
-<p>Documents are listed at <a href="/api/docs">/api/docs</a>.</p>"""
+<p>Documents are listed at <a href="__COLLAB_BASE__/api/docs">__COLLAB_BASE__/api/docs</a>.</p>"""
+_BASE = b"__COLLAB_BASE__"
 
 
 # The pages load nothing from other origins: scripts, styles and the sync
@@ -42,8 +48,9 @@ _CSP = "; ".join(
 class _PageHandler(TokenSafeLogs):  # page URLs may carry ?token=
     page = "index.html"
 
-    def initialize(self, static: Path) -> None:
+    def initialize(self, static: Path, base: str = "") -> None:
         self.static = static
+        self.base = html.escape(base).encode()  # check_base_path allows nothing to escape
 
     def _serve_page(self) -> None:
         path = self.static / self.page
@@ -53,10 +60,8 @@ class _PageHandler(TokenSafeLogs):  # page URLs may carry ?token=
         self.set_header("X-Content-Type-Options", "nosniff")
         # A page URL may carry ?token=: never send it along as a Referer.
         self.set_header("Referrer-Policy", "no-referrer")
-        if path.is_file():
-            self.finish(path.read_bytes())
-        else:
-            self.finish(_FALLBACK)
+        page = path.read_bytes() if path.is_file() else _FALLBACK
+        self.finish(page.replace(_BASE, self.base))
 
 
 class HomePageHandler(_PageHandler):

@@ -1,4 +1,10 @@
-// Shared by both pages: the access token, API calls, the local identity, formatting.
+// Shared by both pages: the base path, the access token, API calls, the local identity, formatting.
+
+/**
+ * The server's base path ('' or e.g. '/collab', no trailing slash), which the server
+ * writes into <meta name="collab-base">: every URL the pages use starts with it.
+ */
+export const base = (document.querySelector('meta[name="collab-base"]')?.content || '').replace(/\/+$/, '')
 
 /** The `?token=` of the page URL (with auth on), or null. */
 export const token = new URLSearchParams(window.location.search).get('token')
@@ -20,12 +26,28 @@ export const claims = (() => {
 /** `?token=...` to append to a same-site link, or ''. */
 export const tokenQuery = token ? `?token=${encodeURIComponent(token)}` : ''
 
+/** The home page URL (with the token, if any). */
+export const homeHref = `${base}/${tokenQuery}`
+
 /** The editor page URL of a document (the name is percent-encoded, `/` included). */
 export const editorHref = (name, withToken = true) =>
-  `/d/${encodeURIComponent(name)}${withToken ? tokenQuery : ''}`
+  `${base}/d/${encodeURIComponent(name)}${withToken ? tokenQuery : ''}`
+
+/** The document name of an editor page path (`/collab/d/team%2Fnotes` → `team/notes`). */
+export const nameOfPath = (path) => {
+  const raw = path.startsWith(`${base}/d/`) ? path.slice(base.length + 3) : path
+  try { return decodeURIComponent(raw) } catch (_) { return raw }
+}
+
+/** The document list's API URL. */
+export const docsUrl = `${base}/api/docs`
 
 /** The API URL of a document, e.g. `apiUrl(name, '/text')`. */
-export const apiUrl = (name, suffix = '') => `/api/docs/${encodeURIComponent(name)}${suffix}`
+export const apiUrl = (name, suffix = '') => `${docsUrl}/${encodeURIComponent(name)}${suffix}`
+
+/** The sync endpoint, to which a y-websocket provider appends the document name. */
+export const syncUrl = () =>
+  `${window.location.protocol === 'https:' ? 'wss' : 'ws'}://${window.location.host}${base}/ws`
 
 /**
  * fetch() with the page's token as a bearer token.

@@ -1,4 +1,4 @@
-// The editor page, /d/<name>: CodeMirror 6 on the Y.Text "content", presence,
+// The editor page, <base>/d/<name>: CodeMirror 6 on the Y.Text "content", presence,
 // connection status, offline copy in IndexedDB, copy link and downloads.
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
@@ -15,7 +15,8 @@ import { markdown } from '@codemirror/lang-markdown'
 import { highlightSelectionMatches, searchKeymap } from '@codemirror/search'
 
 import {
-  COLOR_NAMES, PALETTE, api, apiUrl, claims, editorHref, h, initials, lighten, loadUser, saveUser, toast, token, tokenQuery
+  COLOR_NAMES, PALETTE, api, apiUrl, claims, editorHref, h, homeHref, initials, lighten, loadUser, nameOfPath,
+  saveUser, syncUrl, toast, token
 } from './common.js'
 import { remoteCarets, safeColor, safeName, verifiedSub } from './carets.js'
 import { Reconnector, keepAlive } from './connection.js'
@@ -23,10 +24,7 @@ import { theme } from './theme.js'
 
 const $ = (id) => document.getElementById(id)
 
-const docName = (() => {
-  const raw = window.location.pathname.replace(/^\/d\//, '')
-  try { return decodeURIComponent(raw) } catch (_) { return raw }
-})()
+const docName = nameOfPath(window.location.pathname)
 document.title = `${docName} · collab`
 $('doc-name').textContent = docName
 $('doc-name').title = docName
@@ -35,9 +33,8 @@ $('doc-name').title = docName
 
 const ydoc = new Y.Doc()
 const ytext = ydoc.getText('content')
-const wsScheme = window.location.protocol === 'https:' ? 'wss' : 'ws'
 const provider = new WebsocketProvider(
-  `${wsScheme}://${window.location.host}/ws`,
+  syncUrl(),
   encodeURIComponent(docName), // the provider appends the room name to the URL as is
   ydoc,
   { connect: false, params: token ? { token } : {} }
@@ -276,7 +273,7 @@ document.addEventListener('click', (event) => {
 $('download-txt').addEventListener('click', () => download('txt'))
 $('download-md').addEventListener('click', () => download('md'))
 
-$('home-link').href = `/${tokenQuery}`
+$('home-link').href = homeHref
 
 // ---- go ----
 

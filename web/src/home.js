@@ -1,10 +1,13 @@
-// The home page, /: the documents (from /api/docs), open or create by name, delete.
-import { api, apiUrl, editorHref, formatAgo, formatBytes, h, nameProblem, toast, tokenQuery } from './common.js'
+// The home page, <base>/: the documents (from <base>/api/docs), open or create by name, delete.
+import { api, apiUrl, claims, docsUrl, editorHref, formatAgo, formatBytes, h, homeHref, nameProblem, toast, token } from './common.js'
 
 const $ = (id) => document.getElementById(id)
 const REFRESH_MS = 5000
+// Deleting needs the admin role (`admin: true`); without a token access control is off.
+// Only what the page offers: the server refuses a non-admin's delete either way.
+const canDelete = !token || claims.admin === true
 
-$('home-link').href = `/${tokenQuery}`
+$('home-link').href = homeHref
 
 // ---- open or create ----
 
@@ -45,13 +48,12 @@ const renderList = () => {
         ? h('span', { class: 'live' }, h('span', { class: 'dot', 'aria-hidden': 'true' }),
           doc.clients === 1 ? '1 person' : `${doc.clients} people`)
         : h('span', { class: 'muted' }, 'nobody')),
-      h('td', { class: 'row-actions' },
-        h('button', {
-          type: 'button',
-          class: 'button danger subtle',
-          'aria-label': `Delete ${doc.name}`,
-          onclick: () => confirmDelete(doc.name)
-        }, 'Delete'))
+      h('td', { class: 'row-actions' }, canDelete && h('button', {
+        type: 'button',
+        class: 'button danger subtle',
+        'aria-label': `Delete ${doc.name}`,
+        onclick: () => confirmDelete(doc.name)
+      }, 'Delete'))
     )
   }))
   if (refocus) {
@@ -75,7 +77,7 @@ const showListError = (text) => {
 
 const refresh = async () => {
   try {
-    const res = await api('/api/docs')
+    const res = await api(docsUrl)
     if (res.status === 401 || res.status === 403) {
       showListError('This server needs an access token: open the page with ?token=… in its address.')
       return
