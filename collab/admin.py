@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import logging
 import os
 import sys
 import time
@@ -26,6 +28,8 @@ from pycrdt import Doc
 from .core import names
 from .core.errors import CollabError, DocumentUnavailable
 from .core.room import Room
+from .server.audit import AuditLog
+from .server.extensions import AuditEvent
 from .storage import backup
 from .storage.base import Record, StoreLocked
 from .storage.file import FileStore
@@ -95,6 +99,15 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _audit(action: str, names_: list[str]) -> None:
+    """One ``collab.audit`` line per document, naming the operating-system user."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    who, trail = getpass.getuser(), AuditLog()
+    for name in names_:
+        trail.on_audit(AuditEvent(action, name, who, "local", None, time.time()))
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -148,6 +161,7 @@ def _import(root: Path, file: Path, name: str, merge: bool, replace: bool) -> in
     except FileExistsError as exc:
         _say(f"collab import: {exc}")
         return 1
+    _audit("import", [name])
     print(f"{created} {name!r} in {root}")
     return 0
 
@@ -232,6 +246,7 @@ def _restore(src: Path, root: Path, force: bool) -> int:
             f"({listed}); nothing was restored. Pass --force to replace them."
         )
         return 1
+    _audit("restore", [copy.name for copy in copies])
     print(f"restored {len(copies)} documents from {src} into {root}")
     if replaced:
         print(f"replaced (--force): {', '.join(repr(n) for n in replaced)}")

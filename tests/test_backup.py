@@ -9,6 +9,7 @@ started must come back from the restored directory.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
 import re
@@ -206,6 +207,7 @@ async def test_backup_under_write_load_restores_every_acknowledged_update(tmp_pa
     result = collab("restore", tmp_path / "bk", "--data-dir", tmp_path / "fresh")
     assert result.returncode == 0, result.stderr
     assert "restored 1 documents" in result.stdout
+    assert f"audit: restore 'load' by {getpass.getuser()} from local" in result.stderr
     restored = ServerProcess(tmp_path / "fresh")
     await in_thread(restored.start)
     try:

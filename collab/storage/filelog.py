@@ -23,8 +23,7 @@ import errno
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import records as fmt
 from .base import Cursor, Loaded, Record
@@ -41,9 +40,8 @@ __all__ = ["GROUP_COMMIT_WINDOW", "FileCursor", "FileLog"]
 GROUP_COMMIT_WINDOW = 0.002
 
 
-@dataclass(frozen=True, slots=True)
-class FileCursor:
-    """After record ``n`` of one ``FileLog`` (opaque to callers)."""
+class FileCursor(NamedTuple):
+    """After record ``n`` of one ``FileLog`` (opaque to callers; one per update)."""
 
     n: int
 
