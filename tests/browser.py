@@ -46,3 +46,13 @@ def launch_chromium(playwright: Any) -> Any:
         f"Chromium not found at {CHROMIUM}: apt-get install chromium",
     )
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def sync_playwright() -> Any:
+    """Playwright's sync API (a context manager), or skip (fail in CI) without Playwright."""
+    try:
+        from playwright.sync_api import sync_playwright as start
+    except ImportError:  # pragma: no cover - the test extra installs it
+        require(False, "Playwright is not installed: run `make install-test`")
+        raise
+    return start()

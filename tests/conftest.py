@@ -5,6 +5,7 @@ from __future__ import annotations
 # half-imported module and fails the test. Imported here, it is complete.
 import tracemalloc  # noqa: F401
 from collections.abc import Iterator
+from typing import Any
 
 # Imported here, at the top of the stack: CPython 3.11.7 can fail with "AST constructor
 # recursion depth mismatch" when pytest first imports hypothesis deep inside a test run.
@@ -15,6 +16,17 @@ import tornado.ioloop
 import tornado.web
 
 from collab import Config, Hub, make_app
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium for one test module (skips on a laptop without it; fails in CI)."""
+    from tests.browser import launch_chromium, sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pytest
 
-from .browser import ROOT, ServerProcess, launch_chromium, require, wait_until
+from .browser import ROOT, ServerProcess, require, wait_until
 
 try:
     from playwright import sync_api
@@ -55,14 +55,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc.start()
     yield proc
     proc.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 def test_nothing_is_served_outside_the_base_path(server: ServerProcess) -> None:

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import jwt
 import pytest
 
-from .browser import ROOT, ServerProcess, launch_chromium, require, wait_until
+from .browser import ROOT, ServerProcess, require, wait_until
 
 try:
     from playwright import sync_api
@@ -58,14 +58,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc.start()
     yield proc
     proc.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

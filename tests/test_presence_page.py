@@ -19,7 +19,7 @@ from urllib.parse import quote
 import jwt
 import pytest
 
-from .browser import ROOT, ServerProcess, launch_chromium, require
+from .browser import ROOT, ServerProcess, require
 
 try:
     from playwright import sync_api
@@ -54,14 +54,6 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     server = start_server(tmp_path_factory.mktemp("presence-jwt"), "--jwt-secret", SECRET)
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 import jwt
 import pytest
 
-from .browser import ROOT, ServerProcess, launch_chromium, require
+from .browser import ROOT, ServerProcess, require
 
 try:
     from playwright import sync_api
@@ -44,14 +44,11 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def page(server: ServerProcess) -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        context = chromium.new_context()
-        context.set_default_timeout(TIMEOUT_MS)
-        yield context.new_page()
-        context.close()
-        chromium.close()
+def page(browser: Any, server: ServerProcess) -> Iterator[Any]:
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    yield context.new_page()
+    context.close()
 
 
 def test_delete_is_offered_to_an_admin_token_only(page: Any, server: ServerProcess) -> None:
