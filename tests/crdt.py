@@ -12,7 +12,15 @@ from typing import Protocol
 
 from pycrdt import Doc, Text
 
-__all__ = ["random_edits", "state_vector", "typed_updates", "valid_update"]
+__all__ = ["random_edits", "state_vector", "text_of", "typed_updates", "valid_update"]
+
+
+def text_of(updates: list[bytes]) -> str:
+    """The ``content`` text of a document made of ``updates``, applied in order."""
+    doc: Doc = Doc()
+    for update in updates:
+        doc.apply_update(update)
+    return str(doc.get("content", type=Text))
 
 
 def valid_update(text: str) -> bytes:

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
+from tests.readme import example
 from tests.wait import eventually
 from tests.yclient import YClient
-
-README = Path(__file__).parent.parent / "README.md"
-
-
-def load_example() -> dict:
-    (code,) = re.findall(r"```python embed\n(.*?)```", README.read_text(), re.S)
-    namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    return namespace
 
 
 @pytest.fixture
 def app(tmp_path):
-    return load_example()["make_host_app"](str(tmp_path / "data"))
+    return example("embed")["make_host_app"](str(tmp_path / "data"))
 
 
 def client(url: str) -> YClient:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
 from collab import Config, Extension, Forbidden, Hub, make_app
@@ -12,16 +9,8 @@ from collab.core.auth import Permission
 from collab.core.policy import debounce_delay
 from collab.server.extensions import ChangeEvent, DisconnectEvent, LoadEvent, StoredEvent
 from tests.peers import Editor, RecordingPeer
+from tests.readme import example
 from tests.yclient import YClient, eventually
-
-README = Path(__file__).parent.parent / "README.md"
-
-
-def readme_example() -> dict:
-    (code,) = re.findall(r"```python extension\n(.*?)```", README.read_text(), re.S)
-    namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    return namespace
 
 
 class Recorder(Extension):
@@ -114,7 +103,7 @@ def test_debounce_is_due_after_the_quiet_period_but_never_past_the_max_delay():
 
 
 async def test_the_readme_example_refuses_anonymous_private_joins_and_notes_bursts():
-    hub, audit = readme_example()["make_audited_hub"]()
+    hub, audit = example("extension")["make_audited_hub"]()
     with pytest.raises(Forbidden, match="log in"):
         await hub.join("private/plans", RecordingPeer())
     ann = await hub.join("notes", RecordingPeer(), Permission(user="ann"))

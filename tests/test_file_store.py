@@ -21,6 +21,7 @@ from collab.core.errors import DocumentUnavailable
 from collab.storage import records as fmt
 from collab.storage.base import Loaded, Record, StoreLocked
 from collab.storage.file import FileStore
+from tests.crdt import text_of
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HEADER = len(fmt.encode_log_header("doc"))
@@ -34,13 +35,6 @@ def edits(n: int) -> list[Record]:
     for i in range(n):
         text.insert(len(text), f"{i},")
     return [Record(u, 1000.0 + i, "ann") for i, u in enumerate(out)]
-
-
-def text_of(updates: list[bytes]) -> str:
-    doc = Doc()
-    for update in updates:
-        doc.apply_update(update)
-    return str(doc.get("content", type=Text))
 
 
 def state_of(records: list[Record]) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 import pytest
@@ -12,23 +11,15 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.simple_httpclient import HTTPStreamClosedError
 
 import collab
+from tests.readme import example
 from tests.server import free_port
 from tests.wait import eventually
 from tests.yclient import YClient
 
-README = Path(__file__).parent.parent / "README.md"
-
-
-def readme_example() -> dict:
-    (code,) = re.findall(r"```python listen\n(.*?)```", README.read_text(), re.S)
-    namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    return namespace
-
 
 async def test_the_readme_host_serves_and_stops_cleanly(tmp_path: Path) -> None:
     port, stop = free_port(), asyncio.Event()
-    running = asyncio.ensure_future(readme_example()["serve"](str(tmp_path / "data"), port, stop))
+    running = asyncio.ensure_future(example("listen")["serve"](str(tmp_path / "data"), port, stop))
     url = f"ws://127.0.0.1:{port}/collab/ws/notes"
 
     async def connected() -> YClient | None:

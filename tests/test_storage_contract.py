@@ -19,6 +19,7 @@ from pycrdt import Doc, Text
 from collab.storage.base import Record, Store
 from collab.storage.file import FileStore
 from collab.storage.memory import MemoryStore
+from tests.crdt import text_of
 
 
 @dataclass
@@ -87,13 +88,6 @@ def edits(n: int, start: int = 0) -> list[Record]:
     for i in range(start + n):
         text.insert(len(text), f"{i},")
     return [Record(u, 1000.0 + i, f"user{i % 2}") for i, u in enumerate(out)][start:]
-
-
-def text_of(updates: list[bytes]) -> str:
-    doc = Doc()
-    for update in updates:
-        doc.apply_update(update)
-    return str(doc.get("content", type=Text))
 
 
 def state_of(records: list[Record]) -> bytes:

@@ -37,6 +37,7 @@ from ..core import names
 from ..core.errors import DocumentUnavailable
 from . import records as fmt
 from .base import Record
+from .disk import fsync_dir, write_new
 
 __all__ = [
     "MANIFEST",
@@ -206,21 +207,6 @@ def read_document(root: Path, stem: str) -> DocumentCopy | None:
     raise Changing(f"{stem} was compacted during each of {_ATTEMPTS} attempts to copy it")
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_tree(dest: Path, copies: Sequence[DocumentCopy], source: str) -> None:
     """Write ``copies`` as a new data directory ``dest``, all or nothing.
 
@@ -237,7 +223,7 @@ def write_tree(dest: Path, copies: Sequence[DocumentCopy], source: str) -> None:
     try:
         for copy in copies:
             for file_name, data in copy.files():
-                _write_file(tmp / file_name, data)
+                write_new(tmp / file_name, data)
         manifest = {
             "format": "collab-backup",
             "version": 1,
@@ -247,15 +233,15 @@ def write_tree(dest: Path, copies: Sequence[DocumentCopy], source: str) -> None:
                 {"name": c.name, "records": len(c.records), "bytes": c.size} for c in copies
             ],
         }
-        _write_file(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
-        _fsync_dir(tmp)
+        write_new(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
+        fsync_dir(tmp)
         if dest.exists():
             dest.rmdir()  # empty, checked above
         os.rename(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
 
 
 def read_tree(root: Path) -> list[DocumentCopy]:
@@ -296,7 +282,7 @@ def restore(copies: Sequence[DocumentCopy], root: Path, force: bool = False) -> 
         for file_name, data in copy.files():
             tmp = root / f"{file_name}.tmp"
             tmp.unlink(missing_ok=True)
-            _write_file(tmp, data)
+            write_new(tmp, data)
             os.replace(tmp, root / file_name)
-    _fsync_dir(root)
+    fsync_dir(root)
     return [copy.name for copy in conflicting]

@@ -32,7 +32,15 @@ from ..core.errors import DocumentUnavailable
 from . import records as fmt
 from .base import Loaded
 
-__all__ = ["Directory", "LogFile", "create_log", "records_after", "write_whole"]
+__all__ = [
+    "Directory",
+    "LogFile",
+    "create_log",
+    "fsync_dir",
+    "records_after",
+    "write_new",
+    "write_whole",
+]
 
 log = logging.getLogger("collab.store")
 
@@ -119,7 +127,8 @@ def records_after(upto: int, files: Sequence[LogFile]) -> bytes:
     return b"".join(out)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync directory ``path`` (so names created, renamed or removed in it last)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -127,7 +136,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_new(path: Path, data: bytes) -> None:
+def write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) holding ``data``, fsynced."""
     with open(path, "xb") as f:
         f.write(data)
         f.flush()
@@ -139,12 +149,12 @@ def _replace(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)  # left by a crash
     try:
-        _write_new(tmp, data)
+        write_new(tmp, data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _set_aside(path: Path, data: bytes) -> str:
@@ -152,7 +162,7 @@ def _set_aside(path: Path, data: bytes) -> str:
     for i in itertools.count():
         aside = path.with_name(path.name + (".corrupt" if i == 0 else f".corrupt.{i}"))
         with contextlib.suppress(FileExistsError):
-            _write_new(aside, data)
+            write_new(aside, data)
             return aside.name
     raise AssertionError("unreachable")
 
@@ -231,7 +241,7 @@ class Directory:
         except fmt.Damaged as exc:
             if not self.read_only:
                 os.replace(snap, corrupt)
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
             log.error("snapshot %s is corrupt (%s): moved aside; document refused", snap, exc)
             raise DocumentUnavailable(f"snapshot of {name!r} is corrupt") from None
         return snapshot.log_seq, snapshot.state
@@ -304,11 +314,11 @@ class Directory:
                 path.unlink()
                 existed = True
         if existed:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         return existed
 
     def fsync_files(self, fds: list[int], new_entries: bool) -> None:
         for fd in fds:
             os.fsync(fd)
         if new_entries:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
