@@ -7,7 +7,13 @@ import pytest
 from collab import Config, Extension, Forbidden, Hub, make_app
 from collab.core.auth import Permission
 from collab.core.policy import debounce_delay
-from collab.server.extensions import ChangeEvent, DisconnectEvent, LoadEvent, StoredEvent
+from collab.server.extensions import (
+    ChangeEvent,
+    ConnectEvent,
+    DisconnectEvent,
+    LoadEvent,
+    StoredEvent,
+)
 from tests.peers import Editor, RecordingPeer
 from tests.readme import example
 from tests.yclient import YClient, eventually
@@ -22,6 +28,9 @@ class Recorder(Extension):
 
     def on_change(self, event: ChangeEvent) -> None:
         self.calls.append(f"{self.tag} change {event.document} by {event.author}")
+
+    def on_joined(self, event: ConnectEvent) -> None:
+        self.calls.append(f"{self.tag} joined {event.connection}")
 
     async def on_stored(self, event: StoredEvent) -> None:
         self.calls.append(f"{self.tag} stored {event.document}")
@@ -45,6 +54,8 @@ async def test_hooks_run_in_order_with_what_happened():
     assert calls == [
         "1 load doc",
         "2 load doc",
+        "1 joined c9",
+        "2 joined c9",
         "1 change doc by ann",
         "2 change doc by ann",
         "1 left c9",
@@ -62,7 +73,7 @@ async def test_after_hooks_wait_for_the_message_path():
     session.receive(Editor().type("x"))
     assert calls == []  # queued, not run inside receive
     await hub.extensions.drain()
-    assert calls == ["r change doc by c1"]
+    assert calls == ["r joined c1", "r change doc by c1"]
     await hub.close(timeout=1)
 
 

@@ -6,8 +6,9 @@ An ``Extension`` overrides the hooks it needs; ``Hub(extensions=[...])`` (or
 * "before" hooks, ``on_connect`` and ``on_load``, run before the connection
   joins or the document loads, and may refuse by raising a ``CollabError``
   (the client sees its close code; the document does not open).
-* "after" hooks, ``on_change``, ``on_stored``, ``on_disconnect``,
-  ``on_delete`` and ``on_audit``, are queued and run later, one at a time, off
+* "after" hooks, ``on_joined``, ``on_change``, ``on_stored``,
+  ``on_disconnect``, ``on_delete``, ``on_version``, ``on_restore`` and
+  ``on_audit``, are queued and run later, one at a time, off
   the message path.
   A hook that raises is logged and counted; sync never waits for or breaks on
   one. Past ``MAX_QUEUED`` waiting events new ones are dropped (logged).
@@ -43,7 +44,9 @@ __all__ = [
     "Extension",
     "Extensions",
     "LoadEvent",
+    "RestoreEvent",
     "StoredEvent",
+    "VersionEvent",
 ]
 
 log = logging.getLogger("collab.extensions")
@@ -102,6 +105,28 @@ class DeleteEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class VersionEvent:
+    """History cut (or named) version ``version`` of ``document``."""
+
+    document: str
+    version: str  # the version's id, as in the history API
+    label: str | None  # its name, if someone named it
+    reason: str  # why it was cut: "quiet", "max", "leave", "stop", "restore", "named"
+    authors: tuple[str, ...]  # who wrote the changes it closes
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreEvent:
+    """``document`` was restored to ``version`` as a live edit."""
+
+    document: str
+    version: str
+    sub: str | None  # who asked (the token's ``sub``), None if anonymous
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEvent:
     """Someone changed what exists: ``action`` on ``document``, by whom, from where.
 
@@ -127,6 +152,9 @@ class Extension:
     def on_load(self, event: LoadEvent) -> Awaitable[None] | None:
         """Before a document loads; raise ``CollabError`` to refuse it."""
 
+    def on_joined(self, event: ConnectEvent) -> Awaitable[None] | None:
+        """After a client joined (never delays the join)."""
+
     def on_change(self, event: ChangeEvent) -> Awaitable[None] | None:
         """After an update was applied and logged."""
 
@@ -139,6 +167,12 @@ class Extension:
     def on_delete(self, event: DeleteEvent) -> Awaitable[None] | None:
         """After a document was deleted."""
 
+    def on_version(self, event: VersionEvent) -> Awaitable[None] | None:
+        """After history cut or named a version."""
+
+    def on_restore(self, event: RestoreEvent) -> Awaitable[None] | None:
+        """After a document was restored to a version."""
+
     def on_audit(self, event: AuditEvent) -> Awaitable[None] | None:
         """After a document was created, replaced, deleted or restored (see ``AuditEvent``)."""
 
@@ -146,10 +180,13 @@ class Extension:
 _HOOKS = (
     "on_connect",
     "on_load",
+    "on_joined",
     "on_change",
     "on_stored",
     "on_disconnect",
     "on_delete",
+    "on_version",
+    "on_restore",
     "on_audit",
 )
 _Hook = Callable[[Any], "Awaitable[None] | None"]

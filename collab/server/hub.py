@@ -139,6 +139,8 @@ class Hub:
             raise PolicyViolation(f"too many connections to this document (limit {cap})")
         session = Session(doc, peer, permission, id, remote)
         doc.add(session)
+        if self.extensions.wants("on_joined"):
+            self.extensions.after("on_joined", ConnectEvent(name, id, permission))
         return session
 
     def document(self, name: str) -> Document | None:
