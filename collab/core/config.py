@@ -72,6 +72,19 @@ class Config:
     certfile: str | None = None
     keyfile: str | None = None
     base_path: str = ""
+    # Cluster mode (``storage.redis``): documents in Redis, not ``data_dir``.
+    # ``redis_timeout``: seconds an update may wait for Redis before its
+    # clients are closed with 1013; ``redis_heartbeat_ttl``: seconds until a
+    # silent process counts as dead; ``redis_retention``: seconds of compacted
+    # stream kept for lagging readers; ``redis_durability``: ``strict`` refuses
+    # a Redis without ``appendfsync always``. ``workers``: processes on one port.
+    redis_url: str | None = None
+    redis_prefix: str = "collab"
+    redis_timeout: float = 5.0
+    redis_heartbeat_ttl: float = 5.0
+    redis_retention: float = 10.0
+    redis_durability: Literal["strict", "relaxed"] = "strict"
+    workers: int = 1
 
 
 _BASE_PATH = re.compile(r"(/[A-Za-z0-9_~.-]+)*")

@@ -19,6 +19,7 @@ error                        close   HTTP    situation
 ``SlowConsumer``             1013    --      outgoing queue over its bound
 ``Overloaded``               1013    503     too many documents loaded; try again later
 ``DocumentUnavailable``      1011    503     stored document unreadable; refuses to open
+``StoreUnavailable``         1013    503     the store (Redis) cannot take writes now
 ``DocumentDeleted``          4404    404     document deleted while connected
 ``ShuttingDown``             1001    503     server stopping
 ===========================  ======  ======  ==========================================
@@ -43,6 +44,7 @@ __all__ = [
     "ProtocolError",
     "ShuttingDown",
     "SlowConsumer",
+    "StoreUnavailable",
     "Unauthorized",
     "UnsupportedData",
 ]
@@ -106,6 +108,10 @@ class Overloaded(CollabError):
 
 class DocumentUnavailable(CollabError):
     close_code, http_status = 1011, 503
+
+
+class StoreUnavailable(CollabError):
+    close_code, http_status = 1013, 503
 
 
 class DocumentDeleted(CollabError):

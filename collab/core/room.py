@@ -153,6 +153,40 @@ class Room:
         gone = self.awareness.leave(peer)
         return Effects(relay=[awareness.frame(gone)] if gone else [])
 
+    # -- other processes (cluster mode) -------------------------------------
+
+    def remote_awareness(self, owner: Hashable, data: bytes) -> Effects:
+        """Take an awareness frame another process relayed for its clients.
+
+        ``owner`` stands for that process: it owns the states the frame sets,
+        without a cap on how many (each client was capped where it connected),
+        and ``leave(owner)`` drops them all when the process is gone.
+
+        Raises:
+            ProtocolError: the frame is malformed.
+            MessageTooBig: a state is over ``max_awareness_bytes``.
+        """
+        message = protocol.decode(data)
+        if not isinstance(message, AwarenessUpdate):
+            raise ProtocolError("not an awareness message")
+        received = self.awareness.receive(owner, message.payload, data, capped=False)
+        return Effects(relay=[received.frame] if received.frame is not None else [])
+
+    def local_awareness(self, remote: type) -> bytes | None:
+        """The states of this process's own peers (not those owned by a ``remote``), as a frame."""
+        owners = self.awareness.owners
+        states = [e for i, e in self.awareness.states.items() if not isinstance(owners[i], remote)]
+        return awareness.frame(states) if states else None
+
+    def missing(self, updates: Iterable[bytes]) -> bytes | None:
+        """What this document has that the one made of ``updates`` lacks (or None)."""
+        other: Doc[Any] = Doc()
+        with other.transaction():
+            for update in updates:
+                other.apply_update(update)
+        update = self.doc.get_update(other.get_state())
+        return None if update == _EMPTY_UPDATE else update
+
     def close(self) -> None:
         """Release the document's observer so the room can be freed."""
         self.doc.unobserve(self._subscription)

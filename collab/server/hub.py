@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..core.auth import Permission
 from ..core.config import Config
-from ..core.errors import PolicyViolation
+from ..core.errors import PolicyViolation, StoreUnavailable
 from ..core.limits import Counter
 from ..storage.base import DocInfo, Store
 from ..storage.file import FileStore
@@ -62,6 +62,18 @@ class Hub:
         self.config = config = config or Config(data_dir=None)
         self.metrics = metrics or Metrics()
         self._owned_store: FileStore | None = None
+        self._owned_shared: Store | None = None
+        if store is None and config.redis_url:
+            from ..storage.redis.store import RedisStore
+
+            store = self._owned_shared = RedisStore(
+                config.redis_url,
+                prefix=config.redis_prefix,
+                timeout=config.redis_timeout,
+                heartbeat_ttl=config.redis_heartbeat_ttl,
+                retention=config.redis_retention,
+                durability=config.redis_durability,
+            )
         if store is None:
             if config.data_dir:
                 store = self._owned_store = FileStore(
@@ -99,6 +111,29 @@ class Hub:
     def _now(self) -> float:
         return self.clock()
 
+    async def start(self) -> None:
+        """Connect the store if it needs it (Redis: checks its settings first).
+
+        Optional: a store also starts on first use. ``collab serve`` calls it so
+        that a misconfigured Redis stops the server before it listens.
+
+        Raises:
+            RedisMisconfigured: Redis cannot give the promised durability.
+            StoreUnavailable: the store cannot be reached.
+        """
+        start = getattr(self.store, "start", None)
+        if start is not None:
+            await start()
+
+    def check_store(self) -> None:
+        """Refuse new work while a shared store (Redis) is unreachable.
+
+        Raises:
+            StoreUnavailable: 503 before an upgrade, 1013 after.
+        """
+        if getattr(self.store, "down_since", None) is not None:  # only a shared store has it
+            raise StoreUnavailable("the store is unreachable: try again later", retry_after=1)
+
     def _refused(self, code: int) -> None:
         self.metrics.errors.labels(str(code)).inc()
 
@@ -131,6 +166,7 @@ class Hub:
         """
         permission = permission or Permission()
         id = id or f"c{next(self._ids)}"
+        self.check_store()
         if self.extensions.wants("on_connect"):
             await self.extensions.before("on_connect", ConnectEvent(name, id, permission))
         doc = await self.registry.open(name)
@@ -206,6 +242,10 @@ class Hub:
             if after is None or name > after:
                 infos.setdefault(name, DocInfo(name, 0, time.time()))
         found = sorted(infos.values(), key=lambda i: i.name)[:limit]
+        presence = self.store.presence
+        if presence is not None:  # cluster-wide counts
+            counts = await presence.clients([i.name for i in found])
+            return [DocSummary(i.name, i.size, i.modified, counts[i.name]) for i in found]
         return [DocSummary(i.name, i.size, i.modified, self.clients(i.name)) for i in found]
 
     async def readiness(self) -> str | None:
@@ -228,3 +268,5 @@ class Hub:
         if self._owned_store is not None:
             await self._owned_store.close()
             self._owned_store.release()
+        if self._owned_shared is not None:
+            await self._owned_shared.close()

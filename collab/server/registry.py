@@ -111,6 +111,8 @@ class Registry:
             self.clock,
             on_failed=self._evict,
             on_idle=self.release_if_idle,
+            on_deleted=self._deleted,
+            presence=self.store.presence,
         )
         self.documents[name] = doc
         try:
@@ -165,6 +167,17 @@ class Registry:
             del self.documents[doc.name]
         self.keep(doc)
         doc.enter(Phase.CLOSED)
+
+    def _deleted(self, doc: Document) -> None:
+        """Another process deleted ``doc``: drop it, release its log."""
+        self._drop(doc)
+        self.spawn(self._close_quietly(doc))
+
+    async def _close_quietly(self, doc: Document) -> None:
+        try:
+            await doc.log.close()
+        except Exception as exc:  # its last appends were refused: the document is gone
+            log.debug("closing the log of deleted %r: %s", doc.name, exc)
 
     def _evict(self, doc: Document) -> None:
         """``doc`` failed: drop it unsaved once a snapshot being written is done."""
