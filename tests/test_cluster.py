@@ -15,8 +15,8 @@ import pytest
 from collab import Config, Hub
 from collab.core import protocol
 from collab.core.errors import DocumentDeleted
-from collab.storage.base import Record
 from collab.core.protocol import AwarenessUpdate
+from collab.storage.base import Record
 from collab.storage.redis.store import RedisLog, RedisStore
 from tests.peers import Editor, RecordingPeer
 from tests.redis_server import RedisServer

@@ -104,10 +104,13 @@ class RedisPresence:
         pids = list(self.live) or [self.store.pid]
         if not stems:
             return totals
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for pid in pids:
-                pipe.hmget(self.store.keys.clients(pid), stems)
-            replies = await pipe.execute()
+        try:
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                for pid in pids:
+                    pipe.hmget(self.store.keys.clients(pid), stems)
+                replies = await pipe.execute()
+        except (RedisError, OSError):
+            replies = [[None] * len(stems) for _ in pids]  # this process's counts only
         for pid, counts in zip(pids, replies, strict=True):
             for name, value in zip(names, counts, strict=True):
                 if pid == self.store.pid:

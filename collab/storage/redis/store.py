@@ -103,7 +103,7 @@ class RedisLog:
         await self.store.start()
         try:
             loaded = await self.store.read(self)
-        except RedisError as exc:
+        except (RedisError, OSError) as exc:
             self.store.down(exc)
             raise StoreUnavailable("Redis is unreachable") from exc
         self.store.reader.add(self)
@@ -620,7 +620,11 @@ class RedisStore:
 
     async def info(self, name: str) -> DocInfo | None:
         await self.start()
-        return (await self._infos([name]))[0]
+        try:
+            return (await self._infos([name]))[0]
+        except (RedisError, OSError) as exc:
+            self.down(exc)
+            raise StoreUnavailable("Redis is unreachable") from exc
 
     async def _infos(self, names: Sequence[str]) -> list[DocInfo | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -643,6 +647,11 @@ class RedisStore:
 
     async def list(self, after: str | None = None, limit: int | None = None) -> list[DocInfo]:
         await self.start()
-        names = sorted(n.decode() for n in (await self.redis.hgetall(self.keys.docs)).values())
-        names = [n for n in names if after is None or n > after][:limit]
-        return [info for info in await self._infos(names) if info is not None]
+        try:
+            found = await self.redis.hgetall(self.keys.docs)
+            names = sorted(n.decode() for n in found.values())
+            names = [n for n in names if after is None or n > after][:limit]
+            return [info for info in await self._infos(names) if info is not None]
+        except (RedisError, OSError) as exc:
+            self.down(exc)
+            raise StoreUnavailable("Redis is unreachable") from exc
