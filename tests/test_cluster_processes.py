@@ -14,6 +14,7 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -158,12 +159,16 @@ async def test_redis_down_past_the_timeout_closes_1013_and_answers_503(tmp_path,
         await eventually(lambda: client.closed.is_set(), timeout=10)
         assert client.close_code == 1013
         assert a.get("/readyz")[0] == 503
+        assert b"collab_redis_up 0.0" in a.get("/metrics")[1]
         assert a.get("/api/docs/doc/text")[0] == 503
         with pytest.raises(Exception, match="503"):
             await YClient(f"{a.ws}/other").connect()
         assert "Redis is unreachable" in a.output()
         redis.start()
         eventually_sync(lambda: a.get("/readyz")[0] == 200, timeout=15)
+        metrics = a.get("/metrics")[1]
+        assert b"collab_redis_up 1.0" in metrics
+        assert b'collab_redis_durability{appendfsync="always"} 1.0' in metrics
         await client.connect()  # the client resends what the server did not keep
         await eventually(lambda: a.get("/api/docs/doc/text") == (200, b"kept offline"))
         await client.close()
@@ -253,6 +258,34 @@ def test_collab_refuses_a_redis_that_cannot_keep_the_promise(tmp_path, setting, 
                 assert f"relaxed: {message}" in relaxed.output()
     finally:
         server.stop()
+
+
+async def test_import_moves_a_data_dir_into_redis_and_export_reads_while_serving(tmp_path, redis):
+    data = tmp_path / "data"
+    with ServerProcess(data) as single:  # documents made by a single-process server
+        for name, text in (("one", "first"), ("two/b", "second")):
+            assert single.request("PUT", f"/api/docs/{quote(name, safe='')}/text",
+                                  text.encode()) == 204  # fmt: skip
+    collab = [sys.executable, "-m", "collab"]
+    done = subprocess.run([*collab, "import", "--data-dir", str(data), "--redis-url", redis.url],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    again = subprocess.run([*collab, "import", "--data-dir", str(data), "--redis-url", redis.url],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert again.returncode == 1 and "exists in Redis" in again.stderr  # never silently merged
+    (server,) = processes(tmp_path, redis, 1)
+    try:
+        client = await YClient(f"{server.ws}/one").connect()
+        assert str(client.text) == "first"
+        client.text.insert(len(client.text), " edited")
+        await client.roundtrip()
+        exported = subprocess.run([*collab, "export", "one", "--redis-url", redis.url],
+                                  cwd=ROOT, capture_output=True, timeout=60)  # fmt: skip
+        assert exported.returncode == 0 and exported.stdout == b"first edited"
+        assert server.get("/api/docs/two%2Fb/text") == (200, b"second")
+        await client.close()
+    finally:
+        stop_all([server])
 
 
 def test_redis_url_with_a_data_dir_is_a_clear_error(tmp_path):

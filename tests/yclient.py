@@ -82,9 +82,10 @@ class YClient:
         if self.connected:
             assert self.ws is not None
             try:
-                self.ws.write_message(data, binary=True)
+                sent = self.ws.write_message(data, binary=True)
             except WebSocketClosedError:
-                pass  # the server is gone: the edit stays in the doc for the next sync
+                return  # the server is gone: the edit stays in the doc for the next sync
+            sent.add_done_callback(lambda f: f.exception())  # the same, noticed later
 
     def set_awareness(self, client_id: int, clock: int, state: str) -> None:
         payload = protocol.encode_awareness([AwarenessEntry(client_id, clock, state)])

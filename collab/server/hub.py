@@ -66,13 +66,19 @@ class Hub:
         if store is None and config.redis_url:
             from ..storage.redis.store import RedisStore
 
-            store = self._owned_shared = RedisStore(
+            redis = store = self._owned_shared = RedisStore(
                 config.redis_url,
                 prefix=config.redis_prefix,
                 timeout=config.redis_timeout,
                 heartbeat_ttl=config.redis_heartbeat_ttl,
                 retention=config.redis_retention,
                 durability=config.redis_durability,
+            )
+            self.metrics.redis_up = lambda: int(
+                redis.down_since is None and redis.run_id is not None
+            )
+            self.metrics.redis_appendfsync = lambda: (redis.settings or {}).get(
+                "appendfsync", "unknown"
             )
         if store is None:
             if config.data_dir:

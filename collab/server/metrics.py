@@ -41,6 +41,9 @@ class Metrics:
         self.connections = 0
         self.documents: Callable[[], int] = lambda: 0
         self.sampled: dict[str, Callable[[], int]] = {}
+        # Cluster mode: is Redis reachable, and with which appendfsync (set by the hub).
+        self.redis_up: Callable[[], int] | None = None
+        self.redis_appendfsync: Callable[[], str] = lambda: "unknown"
         self.registry = CollectorRegistry()
         self.persist_seconds = Histogram(
             "collab_persist_seconds",
@@ -84,3 +87,14 @@ class _Sampler(Collector):
         for name, text in _SAMPLED.items():
             read = m.sampled.get(name)
             yield CounterMetricFamily(f"collab_{name}", text, read() if read is not None else 0)
+        if m.redis_up is not None:
+            yield GaugeMetricFamily(
+                "collab_redis_up", "1 while Redis answers (cluster mode)", m.redis_up()
+            )
+            durability = GaugeMetricFamily(
+                "collab_redis_durability",
+                "Redis's appendfsync setting, as a label",
+                labels=["appendfsync"],
+            )
+            durability.add_metric([m.redis_appendfsync()], 1)
+            yield durability
