@@ -209,9 +209,9 @@ async def test_workers_share_one_port_and_count_clients_cluster_wide(tmp_path, r
     port = free_port()
     command = [sys.executable, "-m", "collab", "serve", "--host", "127.0.0.1", "--port",
                str(port), "--redis-url", redis.url, "--workers", "2"]  # fmt: skip
-    log = open(tmp_path / "workers.log", "wb")
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env=env_without_collab())  # fmt: skip
+    with open(tmp_path / "workers.log", "wb") as log:  # the children keep their own copy
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env=env_without_collab())  # fmt: skip
     try:
         client = redis.client()
         eventually_sync(lambda: client.zcard("collab:procs") == 2, timeout=20)
@@ -230,7 +230,6 @@ async def test_workers_share_one_port_and_count_clients_cluster_wide(tmp_path, r
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
-        log.close()
     assert client.zcard("collab:procs") == 0  # each worker left the process set
 
 
