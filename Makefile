@@ -56,7 +56,7 @@ cluster: install
 	redis-server --bind 127.0.0.1 --port $(REDIS_PORT) --dir $(abspath $(DATA_DIR))/redis \
 	  --appendonly yes --appendfsync always --save '' --maxmemory-policy noeviction \
 	  --daemonize yes --pidfile $(abspath $(DATA_DIR))/redis/redis.pid --logfile redis.log
-	trap 'kill $$(cat $(abspath $(DATA_DIR))/redis/redis.pid)' EXIT; \
+	trap 'kill $$(cat $(abspath $(DATA_DIR))/redis/redis.pid 2>/dev/null) 2>/dev/null' EXIT INT TERM; \
 	  $(PY) -m collab serve --host $(HOST) --port $(PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 --workers 2
 
 test: install-test
