@@ -67,8 +67,10 @@ tests/bench/node_modules/.package-lock.json: tests/bench/package.json tests/benc
 	cd tests/bench && npm ci --no-audit --no-fund
 
 # BENCH_ARGS: --quick (short run), --json PATH, --scenarios fanout,..., --peers collab,...
+# CLUSTER_BENCH_ARGS: --quick, --json PATH, --setups single,cluster,cluster-everysec
 bench: install-test $(VENV)/.installed-bench tests/bench/node_modules/.package-lock.json
 	$(PY) tests/bench/run.py $(BENCH_ARGS)
+	$(PY) tests/bench/cluster.py $(CLUSTER_BENCH_ARGS)
 
 # Cluster kill loop: SIGKILL collab processes (KILLS) and redis-server (REDIS_KILLS)
 # under a stream of unique tokens; fails if any token is lost or doubled.
