@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -146,6 +147,30 @@ async def test_a_redis_restart_mid_stream_loses_nothing_and_holds_writers(tmp_pa
         await observer.close()
     finally:
         stop_all([a, b])
+
+
+async def test_after_redis_lost_its_data_processes_push_back_what_they_hold(tmp_path, redis):
+    a, b = processes(tmp_path, redis, 2)
+    try:
+        writer = await YClient(f"{a.ws}/doc").connect()
+        observer = await YClient(f"{b.ws}/doc").connect()
+        writer.text.insert(0, "survives a wiped Redis")
+        await eventually(lambda: str(observer.text) == "survives a wiped Redis")
+        redis.kill()
+        shutil.rmtree(redis.dir / "appendonlydir")  # a Redis that comes back empty
+        redis.start()
+        await eventually(lambda: _stored(redis, "survives a wiped Redis"), timeout=15)
+        assert "Redis restarted" in a.output() and "writing them back" in a.output() + b.output()
+        writer.text.insert(len(writer.text), "!")  # and the cluster goes on
+        await eventually(lambda: str(observer.text) == "survives a wiped Redis!")
+        await writer.close()
+        await observer.close()
+    finally:
+        stop_all([a, b])
+
+
+async def _stored(redis: RedisServer, text: str) -> bool:
+    return await stored_text(redis, "doc") == text
 
 
 async def test_redis_down_past_the_timeout_closes_1013_and_answers_503(tmp_path, redis):
