@@ -248,7 +248,7 @@ class Hub:
             if after is None or name > after:
                 infos.setdefault(name, DocInfo(name, 0, time.time()))
         found = sorted(infos.values(), key=lambda i: i.name)[:limit]
-        presence = self.store.presence
+        presence = getattr(self.store, "presence", None)  # a host's store may predate it
         if presence is not None:  # cluster-wide counts
             counts = await presence.clients([i.name for i in found])
             return [DocSummary(i.name, i.size, i.modified, counts[i.name]) for i in found]

@@ -112,7 +112,7 @@ class Registry:
             on_failed=self._evict,
             on_idle=self.release_if_idle,
             on_deleted=self._deleted,
-            presence=self.store.presence,
+            presence=getattr(self.store, "presence", None),  # a host's store may predate it
         )
         self.documents[name] = doc
         try:
