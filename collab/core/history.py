@@ -169,6 +169,8 @@ def merge_authors(*groups: Iterable[Author]) -> tuple[Author, ...]:
     found: dict[str, Author] = {}
     for group in groups:
         for author in group:
+            if author.user is None and author.name is None:
+                continue  # nobody known (an anonymous API call): the list says so by being empty
             key = author.user if author.user is not None else f"~{author.name}"
             held = found.get(key)
             if held is None or (held.name is None and author.name is not None):
