@@ -67,10 +67,7 @@ export const setupHistory = ({ docName, ytext, readOnly, liveEl, onClose }) => {
   let naming = null // the id being named, 'now', or null
   const texts = new Map()
 
-  const preview = new EditorView({
-    parent: previewEl,
-    state: EditorState.create({ doc: '' })
-  })
+  let preview = null // made on first open: until then the page has one editor only
 
   const textOf = async (id) => {
     if (texts.has(id)) return texts.get(id)
@@ -171,6 +168,7 @@ export const setupHistory = ({ docName, ytext, readOnly, liveEl, onClose }) => {
       return
     }
     if (ticket !== showing) return
+    preview = preview || new EditorView({ parent: previewEl })
     preview.setState(EditorState.create({
       doc,
       extensions: [
@@ -329,5 +327,5 @@ export const setupHistory = ({ docName, ytext, readOnly, liveEl, onClose }) => {
     if (answer.enabled && match) open(Number(match[1]))
   }).catch(() => {})
 
-  return { open, close, preview, get versions () { return versions } }
+  return { open, close, get preview () { return preview }, get versions () { return versions } }
 }
