@@ -100,6 +100,9 @@ async def test_edits_become_versions_and_each_endpoint_answers(api, hub):
     assert "".join(t for op, t in current["ops"] if op != -1) == new
     assert "".join(t for op, t in current["ops"] if op != 1) == old
     assert apply_edits(old, text_edits(old, new)) == new
+    metrics = (await api("GET", "/metrics")).body.decode()
+    assert "collab_history_versions_total 2.0" in metrics
+    assert "collab_history_failures_total 0.0" in metrics
     patch = await api("GET", "/api/docs/notes/versions/1/diff?to=2&format=unified")
     assert patch.headers["Content-Type"].startswith("text/x-diff")
     assert patch.body.decode().splitlines()[:4] == [

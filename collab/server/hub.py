@@ -96,6 +96,13 @@ class Hub:
                 history, config, self.registry, self.extensions, self.offload, self._now
             )
             self.extensions.add(self.history)
+            found = self.history
+            self.metrics.sample(
+                documents=lambda: len(self.registry.documents),
+                history_versions=lambda: found.cuts,
+                history_failures=lambda: found.failures,
+                history_damaged=lambda: found.store.damaged,
+            )
         self.sockets = Sockets(config.ping_interval or None, config.ping_timeout or None)
         self.quotas = Quotas(config, self.metrics)
         self.ips: Counter = self.quotas.connections  # per address and in all
