@@ -147,6 +147,16 @@ def test_step_back_see_changes_restore_and_a_second_browser_sees_it(open_page, s
     ann.get_by_role("button", name="Restore this version").click()
     wait_until(lambda: text_of(bob) == THIRD)
 
+    ann.get_by_role("button", name="History").click()  # name the current text
+    ann.get_by_role("button", name="Name current version").click()
+    field = ann.get_by_label("Version name")
+    expect(field).to_be_focused()
+    field.fill("Ready to go")
+    field.press("Enter")
+    expect(ann.locator("#history-list .version.named", has_text="Ready to go")).to_have_count(1)
+    expect(ann.locator("#history-stars .star")).to_have_count(2)
+    assert versions(server)[0]["label"] == "Ready to go"
+
 
 def test_a_read_only_token_has_no_restore_and_a_deep_link_opens_a_version(open_page, server):
     first = versions(server)[-1]["id"]

@@ -6,7 +6,7 @@ import { EditorView, lineNumbers } from '@codemirror/view'
 import { unifiedMergeView } from '@codemirror/merge'
 import { markdown } from '@codemirror/lang-markdown'
 
-import { api, apiUrl, h, initials, toast } from './common.js'
+import { PALETTE, api, apiUrl, h, initials, toast } from './common.js'
 import { safeColor, safeName } from './carets.js'
 import { theme } from './theme.js'
 
@@ -33,6 +33,14 @@ const titleOf = (v, byId) => {
     return from ? `Restored from ${timeOf(new Date(from.created))}` : `Restored from version ${v.restored_from}`
   }
   return REASONS[v.reason] || 'Edits'
+}
+
+/** The colour the author showed, else one picked from their name (stable across versions). */
+const colorOf = (a) => {
+  if (a.color) return safeColor(a.color)
+  let hash = 0
+  for (const ch of a.user || a.name || '?') hash = (hash * 31 + ch.codePointAt(0)) >>> 0
+  return PALETTE[hash % PALETTE.length]
 }
 
 const whoOf = (v) => {
@@ -124,7 +132,7 @@ export const setupHistory = ({ docName, ytext, readOnly, liveEl, onClose }) => {
           h('span', { class: 'version-meta' },
             h('time', { datetime: v.created }, timeOf(new Date(v.created))),
             h('span', { class: 'authors', 'aria-label': `by ${whoOf(v)}` }, ...(v.authors || []).map((a) =>
-              h('span', { class: 'avatar small', style: `--user: ${safeColor(a.color || '#7c6f64')}`, 'aria-hidden': 'true', title: a.name || a.user || '' }, initials(a.name || a.user || '?')))),
+              h('span', { class: 'avatar small', style: `--user: ${colorOf(a)}`, 'aria-hidden': 'true', title: a.name || a.user || '' }, initials(a.name || a.user || '?')))),
             v.added == null ? null : h('span', { class: 'sizes', 'aria-label': `${v.added} characters added, ${v.removed} removed` },
               h('span', { class: 'added' }, `+${v.added}`), ' ', h('span', { class: 'removed' }, `\u2212${v.removed}`)))))))))
     )
