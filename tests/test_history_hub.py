@@ -134,3 +134,17 @@ async def test_a_failing_history_store_never_hurts_the_document(tmp_path, caplog
     reopened = hub_with(tmp_path)
     assert await reopened.get_text("doc") == "still here"
     await reopened.close()
+
+
+async def test_a_server_stopping_with_clients_cuts_stop_versions(tmp_path):
+    hub = hub_with(tmp_path)
+    session = await hub.join("doc", RecordingPeer())
+    Typist().type(session, "typed before the stop")
+    await hub.extensions.drain()
+    await hub.registry.close()  # what Hub.close does first; then it waits for the sockets
+    pending = hub.history._pending["doc"]
+    assert pending.doc is None and pending.timer is None  # nothing fires "leave" meanwhile
+    await hub.close()
+    again = hub_with(tmp_path)
+    assert [v.reason for v in await listed(again, "doc")] == ["stop"]
+    await again.close()

@@ -183,9 +183,12 @@ class History(Extension):
             return
         pending.captured = (doc.room.doc.get_update(), doc.room.text)
         pending.doc = None
-        pending.leave_at = self.clock()
         if pending.timer is not None:
             pending.timer.cancel()
+            pending.timer = None
+        if self.registry.closing:
+            return  # the server stops: ``close`` cuts it ("stop")
+        pending.leave_at = self.clock()
         self._arm(doc.name, pending)
 
     def on_disconnect(self, event: DisconnectEvent) -> None:
