@@ -71,7 +71,8 @@ async def test_edits_become_versions_and_each_endpoint_answers(api, hub):
     listed = await versions(api, "notes")
     assert [v["id"] for v in listed] == [2, 1]  # newest first
     v1, v2 = listed[1], listed[0]
-    assert v1["reason"] == "quiet" and v1["chars"] == 12 and v1["added"] == 12
+    assert v1["reason"] == "quiet" and v1["kind"] == "auto"
+    assert v1["chars"] == 12 and v1["added"] == 12
     assert (v2["added"], v2["removed"]) == (8, 0) and v2["created"].endswith("Z")
     one = await api("GET", "/api/docs/notes/versions/1")
     assert body(one) == v1
@@ -118,10 +119,9 @@ async def test_name_rename_unname_and_pages(api, hub):
     created = await api("POST", "/api/docs/a%2Fb/versions", {"label": " Draft 1 "})
     assert created.code == 201 and body(created)["label"] == "Draft 1"
     assert body(created)["reason"] == "named"
-    same = await api("POST", "/api/docs/a%2Fb/versions", {"label": "Renamed"})
-    assert (
-        same.code == 200 and body(same)["id"] == body(created)["id"]
-    )  # nothing changed: relabelled
+    same = await api("POST", "/api/docs/a%2Fb/versions", {"label": "Again"})
+    assert same.code == 201 and body(same)["id"] == 2  # a new version even if nothing changed
+    assert body(same)["kind"] == "named"
     renamed = await api("PATCH", "/api/docs/a%2Fb/versions/1", {"label": "Final"})
     assert body(renamed)["label"] == "Final"
     unnamed = await api("PATCH", "/api/docs/a%2Fb/versions/1", {"label": None})
@@ -130,14 +130,14 @@ async def test_name_rename_unname_and_pages(api, hub):
         await api("PUT", "/api/docs/a%2Fb/text", f"draft {i}")
         await api("POST", "/api/docs/a%2Fb/versions", {"label": f"v{i}"})
     page = await api("GET", "/api/docs/a%2Fb/versions?limit=2")
-    assert [v["id"] for v in body(page)["versions"]] == [5, 4]
-    assert page.headers["Link"] == '</api/docs/a%2Fb/versions?limit=2&before=4>; rel="next"'
-    rest = await api("GET", "/api/docs/a%2Fb/versions?limit=2&before=4")
-    assert [v["id"] for v in body(rest)["versions"]] == [3, 2]
-    last = await api("GET", "/api/docs/a%2Fb/versions?limit=2&before=2")
-    assert [v["id"] for v in body(last)["versions"]] == [1] and "Link" not in last.headers
+    assert [v["id"] for v in body(page)["versions"]] == [6, 5]
+    assert page.headers["Link"] == '</api/docs/a%2Fb/versions?limit=2&before=5>; rel="next"'
+    rest = await api("GET", "/api/docs/a%2Fb/versions?limit=2&before=5")
+    assert [v["id"] for v in body(rest)["versions"]] == [4, 3]
+    last = await api("GET", "/api/docs/a%2Fb/versions?limit=2&before=3")
+    assert [v["id"] for v in body(last)["versions"]] == [2, 1] and "Link" not in last.headers
     named = body(await api("GET", "/api/docs/a%2Fb/versions?named=1"))["versions"]
-    assert [v["label"] for v in named] == ["v3", "v2", "v1", "v0"]
+    assert [v["label"] for v in named] == ["v3", "v2", "v1", "v0", "Again"]
 
 
 @pytest.mark.parametrize(
@@ -188,7 +188,7 @@ async def test_restore_is_a_live_edit_and_can_be_undone(api, hub, ws_url):
     assert restored.code == 200
     answer = body(restored)
     assert answer["changed"] and answer["restored_from"] == 1
-    assert answer["before"]["reason"] == "pre-restore" and answer["version"]["reason"] == "restore"
+    assert answer["before"]["kind"] == "pre-restore" and answer["version"]["kind"] == "restore"
     await eventually(lambda: str(client.text) == "the first line\nthe second line\n")
     assert str(client.text)[keep.get_index()] == "s"  # its CRDT item survived
     assert client.connected  # no reconnect

@@ -96,7 +96,7 @@ async def test_authors_and_a_restore_while_someone_types(tmp_path: Path):
             done = await in_thread(
                 call, server, "POST", f"/api/docs/plan/versions/{v1}/restore", token("bob")
             )
-            assert done["changed"] and done["before"]["reason"] == "pre-restore"
+            assert done["changed"] and done["before"]["kind"] == "pre-restore"
             await typing
             await eventually(lambda: _same(ann, bob), 10)
             a, b = await ann.state(), await bob.state()

@@ -60,11 +60,11 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         for count, (text, sub) in enumerate([(FIRST, "ann"), (SECOND, "bob"), (THIRD, "ann")], 1):
             put(proc, text, sub)
             wait_until(lambda count=count: len(versions(proc)) == count, timeout=10)
-            if count == 1:  # name it: an unchanged text relabels the latest version
+            if count == 1:  # name it
                 request = urllib.request.Request(
-                    f"{proc.url}/api/docs/trip/versions",
+                    f"{proc.url}/api/docs/trip/versions/{versions(proc)[0]['id']}",
                     data=json.dumps({"label": "First draft"}).encode(),
-                    method="POST",
+                    method="PATCH",
                     headers={"Authorization": f"Bearer {token(sub)}"},
                 )
                 with urllib.request.urlopen(request, timeout=5) as response:
@@ -136,7 +136,7 @@ def test_step_back_see_changes_restore_and_a_second_browser_sees_it(open_page, s
     wait_until(lambda: text_of(ann) == FIRST)
     assert bob.evaluate("collab.provider.wsconnected")
     listed = versions(server)
-    assert [v["reason"] for v in listed[:2]] == ["restore", "quiet"]  # THIRD was already kept
+    assert [v["kind"] for v in listed[:2]] == ["restore", "pre-restore"]
     assert listed[0]["authors"][0]["user"] == "ann"
 
     ann.get_by_role("button", name="History").click()  # the restore is listed; undo it

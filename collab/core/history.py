@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 REASONS = ("quiet", "max", "leave", "stop", "named", "pre-restore", "restore")
+KINDS = {"named": "named", "pre-restore": "pre-restore", "restore": "restore"}  # else "auto"
 KEPT_REASONS = frozenset({"pre-restore", "restore"})  # never pruned, as labelled ones
 HOUR, DAY, WEEK = 3600.0, 86400.0, 7 * 86400.0
 MAX_LABEL = 100  # characters
@@ -83,6 +84,11 @@ class VersionMeta:
     authors: tuple[Author, ...] = field(default_factory=tuple)
     restored_from: int | None = None
     stored_bytes: int = 0
+
+    @property
+    def kind(self) -> str:
+        """``auto`` (quiet, max, leave, stop), ``named``, ``pre-restore`` or ``restore``."""
+        return KINDS.get(self.reason, "auto")
 
     @property
     def kept(self) -> bool:

@@ -104,7 +104,7 @@ class Restored:
     """What ``History.restore`` did."""
 
     restored_from: int
-    before: VersionMeta | None  # the version that holds the text from before
+    before: VersionMeta | None  # the pre-restore version (None: nothing changed)
     version: VersionMeta | None  # the restore's own version (None: nothing changed)
     changed: bool
 
@@ -380,36 +380,26 @@ class History(Extension):
         async with self._lock(name):
             return await self.store.label(name, id, label)
 
-    async def name_now(
-        self, doc: Document, label: str | None, author: Author
-    ) -> tuple[VersionMeta, bool]:
-        """A named version of the current text; the latest one is labelled instead
-        if the text has not changed since (``created`` False).
+    async def name_now(self, doc: Document, label: str | None, author: Author) -> VersionMeta:
+        """A new named version of the current text (whether or not it changed).
 
         Raises:
             OSError: it could not be stored.
         """
-        name = doc.name
-        async with self._lock(name):
-            latest, previous = await self._latest_text(name)
-            unchanged = latest is not None and previous == doc.room.text
-            if unchanged and latest is not None and name not in self._pending:
-                labelled = await self.store.label(name, latest.id, label)
-                if labelled is not None:
-                    return labelled, False
-            meta = await self._cut(name, "named", label, force=True, doc=doc, authors=(author,))
+        async with self._lock(doc.name):
+            meta = await self._cut(doc.name, "named", label, force=True, doc=doc, authors=(author,))
         if meta is None:
             raise OSError("the version could not be stored")
-        return meta, True
+        return meta
 
     async def restore(
         self, doc: Document, id: int, author: str, sub: str | None, remote: str | None
     ) -> Restored:
         """Edit ``doc``'s text into version ``id``'s as one live CRDT edit.
 
-        The text from before is kept as a version first (``pre-restore``,
-        unless the latest version already holds it), so a restore can be
-        undone by restoring that one.
+        The text from before is kept as a version first (``pre-restore``),
+        so a restore can be undone by restoring that one. Nothing happens
+        (``changed`` False) if the text is the version's already.
 
         Raises:
             NotFound: no such version.
@@ -423,14 +413,11 @@ class History(Extension):
         target = found[1]
         who = Author(sub, None, None)
         async with self._lock(name):
-            latest, previous = await self._latest_text(name)
-            before: VersionMeta | None = latest
-            if latest is None or previous != doc.room.text:
-                before = await self._cut(name, "pre-restore", force=True, doc=doc)
-                if before is None:
-                    raise OSError("the current text could not be kept as a version")
             if doc.room.text == target:
-                return Restored(id, before, None, False)
+                return Restored(id, None, None, False)
+            before = await self._cut(name, "pre-restore", force=True, doc=doc)
+            if before is None:
+                raise OSError("the current text could not be kept as a version")
             base, sv, old = doc.room.doc.get_update(), doc.room.doc.get_state(), doc.room.text
             update = await self.offload(restore_update, base, sv, old, target)
             await doc.apply_update(update, author, sub=sub, remote=remote)

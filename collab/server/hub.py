@@ -237,7 +237,7 @@ class Hub:
 
     async def name_version(
         self, name: str, label: str | None, sub: str | None = None
-    ) -> tuple[VersionMeta, bool]:
+    ) -> VersionMeta:
         """A named version of ``name``'s current text (``History.name_now``)."""
         history = self._history()
         doc = await self.registry.open(name)

@@ -41,7 +41,7 @@ def _iso(t: float | None) -> str | None:
 
 def version_json(meta: VersionMeta) -> dict[str, Any]:
     """A version as the API shows it: times in ISO 8601 (UTC)."""
-    data = meta.to_json()
+    data = {"kind": meta.kind, **meta.to_json()}
     for key in ("created", "first_change", "last_change"):
         data[key] = _iso(data[key])
     return data
@@ -155,10 +155,10 @@ class VersionsHandler(_HistoryHandler):
         if label is None:
             raise tornado.web.HTTPError(400, "a named version needs a label")
         try:
-            meta, created = await self.hub.name_version(self.doc_name, label, self.permission.user)
+            meta = await self.hub.name_version(self.doc_name, label, self.permission.user)
         except OSError:
             raise DocumentUnavailable("the version could not be stored") from None
-        self._send_json(version_json(meta), 201 if created else 200)
+        self._send_json(version_json(meta), 201)
 
 
 class VersionHandler(_HistoryHandler):
