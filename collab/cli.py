@@ -78,6 +78,10 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("redis_retention", float, "seconds of compacted stream kept for lagging readers"),
     ("redis_durability", str, "strict (refuse a Redis that may lose acked updates) | relaxed"),
     ("workers", int, "processes serving one port (SO_REUSEPORT; needs --redis-url above 1)"),
+    ("history_idle", float, "seconds of quiet after which edits become a version"),
+    ("history_max_interval", float, "longest stretch of editing one version covers (seconds)"),
+    ("history_keep_all", float, "seconds during which every automatic version is kept"),
+    ("history_max_versions", int, "automatic versions kept per document (named ones always are)"),
 ]
 _CHOICES = {
     "fsync": ("always", "interval", "never"),
@@ -151,6 +155,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="keep documents in memory only, nothing on disk (env COLLAB_MEMORY=1)",
     )
+    serve.add_argument(
+        "--history",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep a version history of every document (env COLLAB_HISTORY=0/1; default on)",
+    )
     compact = commands.add_parser("compact", help="compact every document (server stopped)")
     compact.add_argument("--data-dir", default=_env("data_dir") or _DEFAULTS.data_dir)
     admin.add_parsers(commands, _env("data_dir") or _DEFAULTS.data_dir or "./data")
@@ -194,6 +204,11 @@ def _resolve(args: argparse.Namespace) -> None:
         if env not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
             raise SystemExit(f"collab: COLLAB_MEMORY: invalid boolean value: {env!r}")
         args.memory = env in ("1", "true", "yes", "on")
+    if args.history is None:
+        env = (_env("history") or "").strip().lower()
+        if env not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise SystemExit(f"collab: COLLAB_HISTORY: invalid boolean value: {env!r}")
+        args.history = env in ("", "1", "true", "yes", "on")
 
 
 def _operations(args: argparse.Namespace) -> dict[str, Any]:
@@ -238,6 +253,7 @@ def _config(args: argparse.Namespace) -> Config:
     values["jwt_public_keys"] = tuple(keys)
     if args.log_format not in ("text", "json"):
         raise SystemExit(f"collab: --log-format must be text or json, not {args.log_format!r}")
+    values["history"] = args.history
     if args.memory:
         values["data_dir"] = None
     if args.redis_url:

@@ -85,6 +85,15 @@ class Config:
     redis_retention: float = 10.0
     redis_durability: Literal["strict", "relaxed"] = "strict"
     workers: int = 1
+    # Version history (``server.history``): a version is cut ``history_idle``
+    # seconds after the last change, at most ``history_max_interval`` after the
+    # first; automatic versions older than ``history_keep_all`` are thinned and
+    # at most ``history_max_versions`` kept (named ones always are).
+    history: bool = True
+    history_idle: float = 60.0
+    history_max_interval: float = 600.0
+    history_keep_all: float = 86400.0
+    history_max_versions: int = 500
 
 
 _BASE_PATH = re.compile(r"(/[A-Za-z0-9_~.-]+)*")

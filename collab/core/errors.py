@@ -39,6 +39,7 @@ __all__ = [
     "DocumentUnavailable",
     "Forbidden",
     "MessageTooBig",
+    "NotFound",
     "Overloaded",
     "PolicyViolation",
     "ProtocolError",
@@ -120,3 +121,9 @@ class DocumentDeleted(CollabError):
 
 class ShuttingDown(CollabError):
     close_code, http_status = 1001, 503
+
+
+class NotFound(CollabError):
+    """No such thing (a version of a document): HTTP 404."""
+
+    close_code, http_status = 4404, 404

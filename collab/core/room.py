@@ -35,6 +35,7 @@ from .protocol import (
     SyncStep2,
     Update,
 )
+from .textdiff import text_edits, utf8_splices
 
 __all__ = ["TEXT_NAME", "Effects", "Room"]
 
@@ -289,7 +290,10 @@ class Room:
         return str(self.doc.get(TEXT_NAME, type=Text))
 
     def replace_text(self, new: str) -> Effects:
-        """Edit ``content`` into ``new`` with the smallest single splice.
+        """Edit ``content`` into ``new`` with a minimal diff (``textdiff.text_edits``).
+
+        Text both have in common keeps its CRDT items, so other people's
+        carets and relative positions stay on the same characters.
 
         Raises:
             DocumentTooLarge: the edit could grow the document past
@@ -297,24 +301,24 @@ class Room:
         """
         text = self.doc.get(TEXT_NAME, type=Text)
         old = str(text)
-        start = 0
-        limit = min(len(old), len(new))
-        while start < limit and old[start] == new[start]:
-            start += 1
-        end_old, end_new = len(old), len(new)
-        while end_old > start and end_new > start and old[end_old - 1] == new[end_new - 1]:
-            end_old -= 1
-            end_new -= 1
-        # pycrdt indexes Y.Text by UTF-8 byte offsets.
-        a = len(old[:start].encode())
-        b = a + len(old[start:end_old].encode())
-        cost = update_cost(len(new[start:end_new].encode()))
-        if end_new > start:  # a pure deletion is never refused
+        edits = text_edits(old, new)
+        inserted = sum(len(e.insert.encode()) for e in edits)
+        cost = update_cost(inserted)
+        if inserted:  # a pure deletion is never refused
             self.budget.admit(cost, self._measure)
         with self.doc.transaction():
-            if b > a:
-                del text[a:b]
-            if end_new > start:
-                text.insert(a, new[start:end_new])
+            for start, end, insert in utf8_splices(old, edits):
+                if end > start:
+                    del text[start:end]
+                if insert:
+                    text.insert(start, insert)
         self.budget.grow(cost)
         return self._effects_of_change()
+
+    def apply_local(self, update: bytes) -> Effects:
+        """Apply an update made by the server itself (a restore, ``PUT`` text): log, relay.
+
+        Raises:
+            BadUpdate: the CRDT rejects it; DocumentTooLarge: over ``max_state_bytes``.
+        """
+        return self._apply(update)

@@ -421,6 +421,30 @@ class Document:
         except DocumentTooLarge:
             self.metrics.refusals.labels("document_bytes").inc()
             raise
+        await self._local(effects, author, sub, remote)
+
+    async def apply_update(
+        self, update: bytes, author: str, sub: str | None = None, remote: str | None = None
+    ) -> None:
+        """Apply an update the server made (a restore, a ``PUT`` built on a fork) as a
+        live edit: logged, then relayed to everyone; return once it is durable.
+
+        Raises:
+            DocumentTooLarge: it would grow the document past its limit.
+            BadUpdate: the CRDT refused it.
+        """
+        if self.phase is not Phase.OPEN:
+            raise _gone(self.phase)
+        try:
+            effects = self.room.apply_local(update)
+        except DocumentTooLarge:
+            self.metrics.refusals.labels("document_bytes").inc()
+            raise
+        await self._local(effects, author, sub, remote)
+
+    async def _local(
+        self, effects: Effects, author: str, sub: str | None, remote: str | None
+    ) -> None:
         cursor = self.append(effects.update, author) if effects.update is not None else None
         if cursor is not None and not self.exists:
             self._created(sub, remote, None)

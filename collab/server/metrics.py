@@ -25,6 +25,9 @@ _COUNTERS = {
 _SAMPLED = {
     "store_damaged": "Damaged log files or records the store set aside (see its log)",
     "extension_errors": "Extension hooks that raised (logged)",
+    "history_versions": "Versions of documents cut since start",
+    "history_failures": "Versions that could not be stored (history only: logged)",
+    "history_damaged": "Version files found damaged (not listed; logged)",
 }
 
 

@@ -48,6 +48,7 @@ class Registry:
         self.closing = False
         self._timers: dict[Document, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_drop: list[Callable[[Document], None]] = []  # a document leaves memory
 
     def __iter__(self) -> Iterator[Document]:
         return iter(list(self.documents.values()))
@@ -166,6 +167,8 @@ class Registry:
         if self.documents.get(doc.name) is doc:
             del self.documents[doc.name]
         self.keep(doc)
+        for callback in self.on_drop:
+            callback(doc)
         doc.enter(Phase.CLOSED)
 
     def _deleted(self, doc: Document) -> None:
