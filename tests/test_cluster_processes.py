@@ -8,6 +8,7 @@ read back with the store's own load transaction, as a fresh process would.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import subprocess
@@ -310,6 +311,30 @@ async def test_import_moves_a_data_dir_into_redis_and_export_reads_while_serving
         await client.close()
     finally:
         stop_all([server])
+
+
+async def test_version_history_is_one_history_across_processes(tmp_path, redis):
+    a, b = processes(tmp_path, redis, 2)
+    try:
+        client = await YClient(f"{a.ws}/doc").connect()
+        client.text.insert(0, "first draft")
+        await client.roundtrip()
+        body = json.dumps({"label": "draft"}).encode()
+        assert b.request("POST", "/api/docs/doc/versions", body) == 201  # named on b ...
+        client.text.insert(len(client.text), ", revised")
+        await client.roundtrip()
+        status, listed = a.get("/api/docs/doc/versions")  # ... listed on a
+        assert status == 200
+        versions = json.loads(listed)["versions"]
+        assert [v["label"] for v in versions] == ["draft"]
+        version = versions[0]["id"]
+        assert a.get(f"/api/docs/doc/versions/{version}/text") == (200, b"first draft")
+        assert a.request("POST", f"/api/docs/doc/versions/{version}/restore", b"{}") == 200
+        await eventually(lambda: str(client.text) == "first draft")  # a live edit, no reconnect
+        assert client.connected
+        await client.close()
+    finally:
+        stop_all([a, b])
 
 
 def test_redis_url_with_a_data_dir_is_a_clear_error(tmp_path):

@@ -110,10 +110,10 @@ class Hub:
         self.offload = Offload()  # diffs and fork edits, off the event loop
         self.history: History | None = None
         if config.history and history is None and self._owned_shared is not None:
-            # Every process would cut its own versions of a shared document:
-            # history needs one writer per document (not built yet).
-            log.warning("version history is off in cluster mode (--redis-url)")
-        elif config.history:
+            from ..storage.redis.history import RedisHistory
+
+            history = RedisHistory(redis)  # one history per document, shared by every process
+        if config.history:
             if history is None:
                 root = store.root if isinstance(store, FileStore) else None
                 history = FileHistory(root) if root is not None else MemoryHistory()
