@@ -225,6 +225,7 @@ class Hub:
         await self.registry.close()
         await self.sockets.closed(timeout)
         await self.extensions.drain()
+        await self.extensions.close()  # on_close: e.g. webhooks send what they hold
         if self._owned_store is not None:
             await self._owned_store.close()
             self._owned_store.release()
