@@ -47,7 +47,8 @@ class _Hook(tornado.web.RequestHandler):
         headers = {k.lower(): v for k, v in self.request.headers.get_all()}
         delivery = Delivery(time.monotonic(), headers, self.request.body)
         r.deliveries.append(delivery)
-        answer: Any = r.script.pop(0) if r.script else r.default
+        scripted = r.script and (r.scripted is None or delivery.type == r.scripted)
+        answer: Any = r.script.pop(0) if scripted else r.default
         if answer == HANG:
             await r.released.wait()
             return
@@ -60,11 +61,13 @@ class _Hook(tornado.web.RequestHandler):
 
 class Receiver:
     """``script``: answers for the next requests (a status, ``(status, headers)`` or
-    ``HANG``); after it, ``default``. ``deliveries`` are what arrived."""
+    ``HANG``), of type ``scripted`` only if set; after it, ``default``.
+    ``deliveries`` are what arrived."""
 
     def __init__(self, *script: Any, default: Any = 204, port: int = 0) -> None:
         self.script: list[Any] = list(script)
         self.default = default
+        self.scripted: str | None = None
         self.deliveries: list[Delivery] = []
         self.released = asyncio.Event()
         sockets = tornado.netutil.bind_sockets(port, "127.0.0.1")

@@ -136,11 +136,11 @@ def test_event_names_and_urls_are_checked():
         "document.created",
         "connection.opened",
     )
-    with pytest.raises(ValueError, match="unknown webhook event 'document.typo'"):
+    with pytest.raises(ValueError, match=r"unknown webhook event 'document\.typo'"):
         parse_events(["document.typo"])
     assert check_url("https://example.test/hook?x=1")
     for bad in ("ftp://h/x", "http://", "//h/x", "http://user:pw@h/x", "h/x"):
-        with pytest.raises(ValueError, match="http:// or https://"):
+        with pytest.raises(ValueError, match=r"http:// or https://"):
             check_url(bad)
 
 
