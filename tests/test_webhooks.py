@@ -17,7 +17,7 @@ from collab.core.webhooks import ALL_EVENTS
 from collab.server.extensions import RestoreEvent, VersionEvent
 from collab.tornado.webhooks import webhooks
 from tests.peers import Editor, RecordingPeer
-from tests.receiver import HANG, SECRET, SECRET_OLD, Receiver
+from tests.receiver import HANG, SECRET, SECRET_OLD, Delivery, Receiver
 from tests.server import ServerProcess, free_port
 from tests.wait import eventually
 from tests.yclient import YClient
@@ -250,6 +250,25 @@ async def test_the_cli_sends_signed_events_with_text_for_a_real_edit(tmp_path, i
         await asyncio.get_running_loop().run_in_executor(None, server.stop)
     finally:
         if server.proc is not None:
-            server.proc.kill()
+            server.kill()
         await receiver.stop()
     assert "Traceback" not in server.output()
+
+
+def ids(deliveries: list[Delivery]) -> set[str]:
+    return {d.headers["webhook-id"] for d in deliveries}
+
+
+async def test_changes_coalesce_while_the_receiver_fails(ws_url, receiver):
+    receiver.scripted, receiver.script = "document.changed", [500] * 1000
+    client = await YClient(ws_url("down")).connect()
+    for burst in range(1, 4):  # three bursts, each debounced into its own event
+        client.text += f"burst {burst}. "
+        await eventually(lambda n=burst: len(ids(receiver.of("document.changed"))) >= n)
+    receiver.script.clear()  # the receiver is back
+    ok = await eventually(lambda: receiver.of("document.changed", ok=True))
+    await client.close()
+    await eventually(lambda: sum(d.event["data"]["counts"]["updates"] for d in receiver.of(
+        "document.changed", ok=True)) == 3)  # fmt: skip
+    assert len(receiver.of("document.changed", ok=True)) < 3  # not one per burst: merged
+    assert ok[0].event["data"]["first_change"] < ok[-1].event["data"]["time"]
