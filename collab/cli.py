@@ -179,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="keep documents in memory only, nothing on disk (env COLLAB_MEMORY=1)",
     )
+    commands.add_parser(
+        "webhook-secret", help="print a new random whsec_ secret for --webhook-secret"
+    )
     compact = commands.add_parser("compact", help="compact every document (server stopped)")
     compact.add_argument("--data-dir", default=_env("data_dir") or _DEFAULTS.data_dir)
     admin.add_parsers(commands, _env("data_dir") or _DEFAULTS.data_dir or "./data")
@@ -389,6 +392,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return admin.run(args)
     if args.command == "compact":
         return _compact(args.data_dir)
+    if args.command == "webhook-secret":
+        from .core.webhooks import encode_secret
+
+        print(encode_secret(os.urandom(32)))
+        return 0
     try:
         config = _config(args)
     except SystemExit as exc:  # a reason: bad configuration, status 2 as for bad flags

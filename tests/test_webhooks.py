@@ -11,12 +11,13 @@ import pytest
 from standardwebhooks.webhooks import WebhookVerificationError
 from tornado.httpclient import AsyncHTTPClient
 
-from collab import Config, Hub
+from collab import Config, Hub, cli
 from collab.core.auth import Permission
-from collab.core.webhooks import ALL_EVENTS
+from collab.core.webhooks import ALL_EVENTS, parse_secret
 from collab.server.extensions import RestoreEvent, VersionEvent
 from collab.tornado.webhooks import webhooks
 from tests.peers import Editor, RecordingPeer
+from tests.readme import example
 from tests.receiver import HANG, SECRET, SECRET_OLD, Delivery, Receiver
 from tests.server import ServerProcess, free_port
 from tests.wait import eventually
@@ -272,3 +273,97 @@ async def test_changes_coalesce_while_the_receiver_fails(ws_url, receiver):
         "document.changed", ok=True)) == 3)  # fmt: skip
     assert len(receiver.of("document.changed", ok=True)) < 3  # not one per burst: merged
     assert ok[0].event["data"]["first_change"] < ok[-1].event["data"]["time"]
+
+
+def serve_config(*args: str) -> Config:
+    return cli._config(cli._parser().parse_args(["serve", *args]))
+
+
+def test_flags_and_variables_configure_webhooks(monkeypatch, capsys):
+    config = serve_config(
+        "--webhook", "http://127.0.0.1:9/a", "--webhook", "https://hooks.example/b",
+        "--webhook-secret", f"{SECRET},{SECRET_OLD}", "--webhook-events",
+        "document.changed,connection.opened", "--webhook-debounce", "0.5",
+    )  # fmt: skip
+    assert config.webhooks == ("http://127.0.0.1:9/a", "https://hooks.example/b")
+    assert config.webhook_secrets == (SECRET, SECRET_OLD)
+    assert config.webhook_events == ("document.changed", "connection.opened")
+    assert (config.webhook_debounce, config.webhook_include_text) == (0.5, False)
+    monkeypatch.setenv("COLLAB_WEBHOOK", "http://127.0.0.1:9/env")
+    monkeypatch.setenv("COLLAB_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("COLLAB_WEBHOOK_INCLUDE_TEXT", "yes")
+    config = serve_config()
+    assert (config.webhooks, config.webhook_secrets) == (("http://127.0.0.1:9/env",), (SECRET,))
+    assert config.webhook_include_text and config.webhook_events == Config().webhook_events
+    assert serve_config("--webhook-secret", SECRET_OLD).webhook_secrets == (SECRET_OLD,)
+    assert cli.main(["webhook-secret"]) == 0
+    secret = capsys.readouterr().out.strip()
+    assert len(parse_secret(secret)) == 32
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--webhook", "http://127.0.0.1:9/a"], "collab: --webhook needs --webhook-secret"),
+        (["--webhook", "ftp://h/a", "--webhook-secret", SECRET], "collab: a webhook must be"),
+        (["--webhook-secret", "s3cret"], "collab: a webhook secret must look like whsec_"),
+        (["--webhook-events", "document.typo"], "collab: unknown webhook event 'document.typo'"),
+        (["--webhook-retries", "-1"], "collab: --webhook-retries: must be a number >= 0"),
+    ],
+)
+def test_bad_webhook_settings_stop_the_server_in_one_line(args, message, capsys):
+    assert cli.main(["serve", "--memory", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+
+
+async def test_the_readme_example_gets_the_same_events_as_the_webhooks(receiver):
+    hub, notify = example("webhooks")["make_hub"](receiver.url, SECRET)
+    session = await hub.join("shared", RecordingPeer(), Permission(user="ann"))
+    session.receive(Editor().type("hi"))
+    hub.extensions.after("on_version", VersionEvent("shared", "1", None, "quiet", ("ann",), 1.0))
+    await eventually(lambda: receiver.of("version.created", ok=True))
+    session.leave()
+    await hub.close(timeout=1)  # pending changes go out on both paths
+    sent = [(d.type, d.event["data"]["name"]) for d in receiver.deliveries]
+    assert sorted(notify.seen) == sorted(sent) == [
+        ("document.changed", "shared"), ("document.created", "shared"),
+        ("version.created", "shared"),
+    ]  # fmt: skip
+    verified = example("verify")["verified"]
+    for delivery in receiver.deliveries:
+        assert verified(delivery.body, delivery.headers, SECRET) == delivery.event
+        assert verified(delivery.body + b" ", delivery.headers, SECRET) is None
+
+
+async def test_a_shared_claim_sends_each_event_once_across_processes(receiver):
+    claimed: set[str] = set()
+
+    async def claim(event_id: str) -> bool:  # what Redis SET NX answers
+        await asyncio.sleep(0)
+        fresh = event_id not in claimed
+        claimed.add(event_id)
+        return fresh
+
+    config = Config(data_dir=None, webhooks=(receiver.url,), **FAST)
+    hubs = [Hub(config) for _ in range(2)]
+    for hub in hubs:
+        hub.use(webhooks(hub, claim=claim))
+        hub.extensions.after("on_version", VersionEvent("doc", "3", None, "quiet", (), 1.0))
+        hub.extensions.after("on_restore", RestoreEvent("doc", "3", None, 2.0))
+    for hub in hubs:
+        await hub.close(timeout=1)
+    assert len(receiver.of("version.created")) == 1  # the same id in both: claimed once
+    assert len(receiver.of("document.restored")) == 1
+    assert len(claimed) == 2
+
+
+async def test_when_the_claim_fails_the_event_is_sent_anyway(receiver):
+    async def claim(event_id: str) -> bool:
+        raise ConnectionError("redis down")
+
+    hub = Hub(Config(data_dir=None, webhooks=(receiver.url,), **FAST))
+    hub.use(webhooks(hub, claim=claim))
+    hub.extensions.after("on_version", VersionEvent("doc", "3", None, "quiet", (), 1.0))
+    await hub.close(timeout=1)
+    assert len(receiver.of("version.created", ok=True)) == 1
