@@ -25,7 +25,6 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from .. import __version__
 from ..core.config import Config
 from ..core.outbox import Outbox, Pending
 from ..core.webhooks import (
@@ -60,6 +59,7 @@ __all__ = ["Claim", "Endpoint", "Reply", "Transport", "Webhooks"]
 log = logging.getLogger("collab.webhooks")
 
 CONCURRENCY = 4  # requests in flight per endpoint
+USER_AGENT = "collab-webhooks"
 MAX_TEXT_BYTES = 1 << 20  # --webhook-include-text: larger texts are left out
 
 
@@ -161,7 +161,7 @@ class Endpoint:
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
-            "user-agent": f"collab/{__version__}",
+            "user-agent": USER_AGENT,
             "webhook-id": event.id,
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(self.keys, event.id, timestamp, body),
