@@ -367,3 +367,13 @@ async def test_when_the_claim_fails_the_event_is_sent_anyway(receiver):
     hub.extensions.after("on_version", VersionEvent("doc", "3", None, "quiet", (), 1.0))
     await hub.close(timeout=1)
     assert len(receiver.of("version.created", ok=True)) == 1
+
+
+def test_plain_http_off_this_machine_is_warned_about(caplog):
+    urls = ("http://hooks.example/a", "https://hooks.example/b", "http://127.0.0.1:9/c")
+    hub = Hub(Config(data_dir=None, webhooks=urls, webhook_secrets=(SECRET,)))
+    webhooks(hub)
+    warned = [r.getMessage() for r in caplog.records if r.name == "collab.webhooks"]
+    assert warned == [
+        "webhook http://hooks.example/a is not https: bodies and signatures travel in clear"
+    ]
