@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import time
 
+import jwt
 import pytest
 from standardwebhooks.webhooks import WebhookVerificationError
 from tornado.httpclient import AsyncHTTPClient
@@ -230,23 +231,29 @@ async def test_a_deleted_document_gets_no_change_after_document_deleted(
     assert types.index("document.created") < types.index("document.deleted")
 
 
-async def test_the_cli_sends_signed_events_with_text_for_a_real_edit(tmp_path, io_loop):
+async def test_the_cli_sends_signed_events_with_text_and_the_token_sub_never_the_token(
+    tmp_path, io_loop
+):
     receiver = Receiver()
+    secret = "jwt-secret-" * 4
+    tok = jwt.encode({"sub": "ann", "exp": time.time() + 60}, secret, algorithm="HS256")
     server = ServerProcess(
-        tmp_path / "data",
+        tmp_path / "data", "--jwt-secret", secret,
         "--webhook", receiver.url, "--webhook-secret", SECRET,
         "--webhook-debounce", "0.2", "--webhook-include-text",
     )  # fmt: skip
     try:
         server.start()
-        client = await YClient(f"{server.ws}/cli").connect()
+        client = await YClient(f"{server.ws}/cli?token={tok}").connect()
         client.text += "typed in a real client"
         changed = await eventually(lambda: receiver.of("document.changed", ok=True))
-        assert changed[0].event["data"]["text"] == "typed in a real client"
-        assert receiver.of("document.created")
+        data = changed[0].event["data"]
+        assert (data["text"], data["who"]) == ("typed in a real client", ["ann"])
+        assert receiver.of("document.created")[0].event["data"]["who"] == ["ann"]
         assert not receiver.of("connection.opened")  # opt-in: not in the default events
         for delivery in receiver.deliveries:
             receiver.verify(delivery)
+            assert tok.encode() not in delivery.body and tok not in str(delivery.headers)
         await client.close()
         await asyncio.get_running_loop().run_in_executor(None, server.stop)
     finally:
@@ -372,7 +379,7 @@ async def test_when_the_claim_fails_the_event_is_sent_anyway(receiver):
 def test_plain_http_off_this_machine_is_warned_about(caplog):
     urls = ("http://hooks.example/a", "https://hooks.example/b", "http://127.0.0.1:9/c")
     hub = Hub(Config(data_dir=None, webhooks=urls, webhook_secrets=(SECRET,)))
-    webhooks(hub)
+    webhooks(hub).transport.close()
     warned = [r.getMessage() for r in caplog.records if r.name == "collab.webhooks"]
     assert warned == [
         "webhook http://hooks.example/a is not https: bodies and signatures travel in clear"
