@@ -15,7 +15,9 @@ from tornado.httpclient import AsyncHTTPClient
 from collab import Config, Hub, cli
 from collab.core.auth import Permission
 from collab.core.webhooks import ALL_EVENTS, parse_secret
+from collab.server.delivery import CONCURRENCY
 from collab.server.extensions import RestoreEvent, VersionEvent
+from collab.server.webhooks import Webhooks
 from collab.tornado.webhooks import webhooks
 from tests.peers import Editor, RecordingPeer
 from tests.readme import example
@@ -54,6 +56,11 @@ def witness(io_loop):
 @pytest.fixture
 def config(tmp_path, receiver, witness) -> Config:
     return Config(data_dir=str(tmp_path / "data"), webhooks=(receiver.url, witness.url), **FAST)
+
+
+def webhook_extensions(hub: Hub) -> list[Webhooks]:
+    hooks = hub.extensions.hooks["on_change"]
+    return [h.__self__ for h in hooks if isinstance(getattr(h, "__self__", None), Webhooks)]
 
 
 async def scrape(port: int) -> str:
@@ -192,6 +199,11 @@ async def test_a_hung_receiver_never_delays_relays(ws_url, receiver, hub):
         await asyncio.sleep(0.01 if i % 10 else 0.25)  # quiet gaps: changed events fall due
     assert receiver.deliveries and all(d.status is None for d in receiver.deliveries)
     assert worst < 1.0, f"a relay took {worst:.3f} s while the receiver hung"
+    (endpoint, _) = next(w.endpoints for w in webhook_extensions(hub))
+    assert len(endpoint.outbox) > CONCURRENCY  # four hang, the rest wait their turn
+    turns = endpoint.turns
+    await asyncio.sleep(0.3)  # nothing lands, nothing falls due: the worker must sleep
+    assert endpoint.turns - turns <= 2, "the delivery worker spins while its requests hang"
     await a.close()
     await b.close()
 

@@ -80,6 +80,7 @@ class Endpoint:
         self._worker: asyncio.Task[None] | None = None
         self._flights: set[asyncio.Task[None]] = set()
         self._deadline: float | None = None  # closing: give up on what is due later
+        self.turns = 0  # times the worker woke up (it must sleep while nothing can be sent)
 
     def put(self, event: Event) -> None:
         if self.disabled or self._deadline is not None:
@@ -97,6 +98,7 @@ class Endpoint:
     async def _run(self) -> None:
         try:
             while True:
+                self.turns += 1
                 now = self.clock()
                 while len(self._flights) < CONCURRENCY:
                     pending = self.outbox.next_due(now)
@@ -110,7 +112,8 @@ class Endpoint:
                     earliest is None or (self._deadline is not None and earliest > self._deadline)
                 ):
                     return
-                wait = None if earliest is None else max(0.0, earliest - now)
+                full = len(self._flights) >= CONCURRENCY  # then a landing flight wakes us
+                wait = None if earliest is None or full else max(0.0, earliest - now)
                 if self._deadline is not None:
                     wait = max(0.0, min(wait if wait is not None else 1.0, self._deadline - now))
                 self._wake.clear()
