@@ -396,3 +396,24 @@ def test_plain_http_off_this_machine_is_warned_about(caplog):
     assert warned == [
         "webhook http://hooks.example/a is not https: bodies and signatures travel in clear"
     ]
+
+
+async def test_sigterm_exits_promptly_while_a_receiver_hangs(tmp_path, io_loop):
+    receiver = Receiver(default=HANG)
+    server = ServerProcess(
+        tmp_path / "data", "--webhook", receiver.url, "--webhook-secret", SECRET,
+        "--webhook-debounce", "0.1", "--webhook-grace", "0.5",
+    )  # fmt: skip
+    try:
+        server.start()
+        client = await YClient(f"{server.ws}/stuck").connect()
+        client.text += "x"
+        await eventually(lambda: receiver.of("document.changed"))  # in flight, unanswered
+        await client.close()
+        stop = asyncio.get_running_loop().run_in_executor(None, server.stop, 5.0)
+        assert await stop == 0  # within the grace, not the 10 s request timeout
+    finally:
+        if server.proc is not None:
+            server.kill()
+        await receiver.stop()
+    assert "undelivered event(s) dropped at shutdown" in server.output()
