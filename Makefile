@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8888
 DATA_DIR ?= ./data
 
-.PHONY: install install-test web run test bench lint types clean
+.PHONY: install install-test web run cluster test bench kill-loop lint types clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,18 @@ install-test: install $(VENV)/.installed-test tests/js/node_modules/.package-loc
 run: install
 	$(PY) -m collab serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
+# Cluster mode on one machine: a redis-server configured as collab requires
+# (AOF always, noeviction; data in $(DATA_DIR)/redis) and two workers on $(PORT).
+REDIS_PORT ?= 6390
+cluster: install
+	@command -v redis-server >/dev/null || { echo "make cluster needs redis-server (apt-get install redis-server)"; exit 1; }
+	mkdir -p $(DATA_DIR)/redis
+	redis-server --bind 127.0.0.1 --port $(REDIS_PORT) --dir $(abspath $(DATA_DIR))/redis \
+	  --appendonly yes --appendfsync always --save '' --maxmemory-policy noeviction \
+	  --daemonize yes --pidfile $(abspath $(DATA_DIR))/redis/redis.pid --logfile redis.log
+	trap 'kill $$(cat $(abspath $(DATA_DIR))/redis/redis.pid 2>/dev/null) 2>/dev/null' EXIT INT TERM; \
+	  $(PY) -m collab serve --host $(HOST) --port $(PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 --workers 2
+
 test: install-test
 	$(VENV)/bin/mypy --strict collab
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -55,8 +67,17 @@ tests/bench/node_modules/.package-lock.json: tests/bench/package.json tests/benc
 	cd tests/bench && npm ci --no-audit --no-fund
 
 # BENCH_ARGS: --quick (short run), --json PATH, --scenarios fanout,..., --peers collab,...
+# CLUSTER_BENCH_ARGS: --quick, --json PATH, --setups single,cluster,cluster-everysec
 bench: install-test $(VENV)/.installed-bench tests/bench/node_modules/.package-lock.json
 	$(PY) tests/bench/run.py $(BENCH_ARGS)
+	$(PY) tests/bench/cluster.py $(CLUSTER_BENCH_ARGS)
+
+# Cluster kill loop: SIGKILL collab processes (KILLS) and redis-server (REDIS_KILLS)
+# under a stream of unique tokens; fails if any token is lost or doubled.
+KILLS ?= 20
+REDIS_KILLS ?= 5
+kill-loop: install-test
+	$(PY) tests/bench/kill_loop.py --kills $(KILLS) --redis-kills $(REDIS_KILLS)
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .

@@ -34,6 +34,7 @@ from .storage import backup
 from .storage.base import Record, StoreLocked
 from .storage.file import FileStore
 from .storage.records import NewerFormat
+from .storage.redis.store import RedisMisconfigured, RedisStore
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
@@ -55,14 +56,22 @@ def add_parsers(commands: Any, data_dir: str) -> None:
     )
     sub.add_argument("--output", "-o", help="write to this file (default: standard output)")
     sub.add_argument("--data-dir", default=data_dir)
+    sub.add_argument("--redis-url", help="read it from this cluster's Redis instead")
 
-    sub = commands.add_parser("import", help="add a document from a ydoc file (server stopped)")
-    sub.add_argument("file", help="a Yjs update holding the whole state (export --format ydoc)")
-    sub.add_argument("--name", required=True, help="the document to create")
+    sub = commands.add_parser(
+        "import",
+        help="add a document from a ydoc file (server stopped), or move every document "
+        "of --data-dir into --redis-url (cluster servers may run)",
+    )
+    sub.add_argument(
+        "file", nargs="?", help="a Yjs update holding the whole state (export --format ydoc)"
+    )
+    sub.add_argument("--name", help="the document to create (with a file)")
     how = sub.add_mutually_exclusive_group()
     how.add_argument("--merge", action="store_true", help="merge into an existing document")
     how.add_argument("--replace", action="store_true", help="replace an existing document")
     sub.add_argument("--data-dir", default=data_dir)
+    sub.add_argument("--redis-url", help="write into this cluster's Redis")
 
     sub = commands.add_parser("backup", help="copy every document consistently (server may run)")
     sub.add_argument("dest", help="a new (or empty) directory for the copy")
@@ -82,15 +91,27 @@ def run(args: argparse.Namespace) -> int:
     """
     try:
         if args.command == "export":
+            if args.redis_url:
+                return asyncio.run(
+                    _export_redis(args.redis_url, args.name, args.format, args.output)
+                )
             return _export(Path(args.data_dir), args.name, args.format, args.output)
         if args.command == "import":
+            if args.redis_url:
+                return asyncio.run(
+                    _import_redis(args.redis_url, Path(args.data_dir), args.file, args.name,
+                                  args.merge, args.replace)
+                )  # fmt: skip
+            if args.file is None or args.name is None:
+                _say("collab import: give a FILE and --name (or --redis-url to move a data dir)")
+                return 1
             return _import(
                 Path(args.data_dir), Path(args.file), args.name, args.merge, args.replace
             )
         if args.command == "backup":
             return _backup(Path(args.data_dir), Path(args.dest))
         return _restore(Path(args.src), Path(args.data_dir), args.force)
-    except (OSError, StoreLocked, CollabError, NewerFormat) as exc:
+    except (OSError, StoreLocked, CollabError, NewerFormat, RedisMisconfigured) as exc:
         _say(f"collab {args.command}: {exc}")
         return 1
 
@@ -126,8 +147,81 @@ def _export(root: Path, name: str, form: str, output: str | None) -> int:
     if copy is None:
         _say(f"collab: no document {name!r} in {root}")
         return 1
+    return _write_out(name, copy.updates, form, output)
+
+
+async def _export_redis(url: str, name: str, form: str, output: str | None) -> int:
+    """Read ``name`` from Redis in one transaction (safe while servers run)."""
+    store = RedisStore(url, durability="relaxed")
+    try:
+        name = names.validate(name)
+        if await store.info(name) is None:
+            _say(f"collab: no document {name!r} in {url}")
+            return 1
+        loaded = await store.log(name).load()
+    finally:
+        await store.close()
+    return _write_out(name, loaded.updates, form, output)
+
+
+async def _import_redis(
+    url: str, root: Path, file: str | None, name: str | None, merge: bool, replace: bool
+) -> int:
+    """Write a ydoc file, or every document of ``root``, into a cluster's Redis.
+
+    Servers may run: each document is added as one update (live processes
+    relay it), or, with ``replace``, deleted first (its clients get 4404).
+    """
+    if file is not None:
+        if name is None:
+            _say("collab import: a FILE needs --name")
+            return 1
+        sources = [(names.validate(name), [Path(file).read_bytes()])]
+    else:
+        sources = []
+        files = FileStore(root, read_only=True)
+        try:
+            infos = await files.list()
+        finally:
+            await files.close()
+        for info in infos:
+            copy = backup.read_document(root, names.to_stem(info.name))
+            if copy is not None:
+                sources.append((info.name, copy.updates))
+    store = RedisStore(url)
+    refused = 0
+    try:
+        for doc_name, updates in sources:
+            room = Room(doc_name)
+            try:
+                room.restore(updates)
+            except ValueError as exc:
+                _say(f"collab import: {doc_name!r} is not a Yjs update ({exc})")
+                refused += 1
+                continue
+            exists = await store.info(doc_name) is not None
+            if exists and not (merge or replace):
+                _say(f"collab import: {doc_name!r} exists in Redis; pass --merge or --replace")
+                refused += 1
+                continue
+            if exists and replace:
+                await store.log(doc_name).delete()
+            log = store.log(doc_name)
+            await log.load()
+            state = room.doc.get_update()
+            cursor = log.append(Record(state, time.time(), "import"))
+            await log.flush(cursor)
+            await log.close()
+            print(f"imported {doc_name!r} into {url}")
+        _audit("import", [n for n, _ in sources])
+    finally:
+        await store.close()
+    return 1 if refused else 0
+
+
+def _write_out(name: str, updates: list[bytes], form: str, output: str | None) -> int:
     room = Room(name)
-    room.restore(copy.updates)
+    room.restore(updates)
     data = room.text.encode() if form == "text" else room.doc.get_update()
     if output is not None:
         _write_atomically(Path(output), data)

@@ -22,10 +22,13 @@ from typing import Any, NoReturn
 from . import admin
 from .core.auth import MIN_SECRET_BYTES
 from .core.config import Config, check_base_path
+from .core.errors import StoreUnavailable
 from .core.room import Room
 from .server.logfmt import JsonFormatter, TextFormatter
 from .storage.base import StoreLocked
 from .storage.file import FileStore
+from .storage.redis.store import RedisMisconfigured
+from .workers import WORKER_ENV, supervise
 
 __all__ = ["main"]
 
@@ -68,6 +71,17 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("certfile", str, "PEM certificate chain: serve HTTPS and WSS (with --keyfile)"),
     ("keyfile", str, "PEM private key of --certfile"),
     ("base_path", str, "URL prefix the whole server is served under, e.g. /collab"),
+    ("redis_url", str, "cluster mode: documents in this Redis (redis://HOST:PORT/DB), not on disk"),
+    ("redis_prefix", str, "prefix of every Redis key (clusters can share a Redis)"),
+    ("redis_timeout", float, "seconds an update may wait for Redis before 1013"),
+    ("redis_heartbeat_ttl", float, "seconds until a silent process counts as dead"),
+    ("redis_retention", float, "seconds of compacted stream kept for lagging readers"),
+    ("redis_durability", str, "strict (refuse a Redis that may lose acked updates) | relaxed"),
+    ("workers", int, "processes serving one port (SO_REUSEPORT; needs --redis-url above 1)"),
+    ("history_idle", float, "seconds of quiet after which edits become a version"),
+    ("history_max_interval", float, "longest stretch of editing one version covers (seconds)"),
+    ("history_keep_all", float, "seconds during which every automatic version is kept"),
+    ("history_max_versions", int, "automatic versions kept per document (named ones always are)"),
     ("webhook_debounce", float, "seconds without changes before document.changed is sent"),
     ("webhook_max_wait", float, "most seconds from a change to its document.changed"),
     ("webhook_timeout", float, "seconds a webhook receiver has to answer"),
@@ -80,6 +94,7 @@ _OPTIONS: list[tuple[str, type, str]] = [
 _CHOICES = {
     "fsync": ("always", "interval", "never"),
     "log_level": ("debug", "info", "warning", "error"),
+    "redis_durability": ("strict", "relaxed"),
 }
 
 
@@ -179,6 +194,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="keep documents in memory only, nothing on disk (env COLLAB_MEMORY=1)",
     )
+    serve.add_argument(
+        "--history",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep a version history of every document (env COLLAB_HISTORY=0/1; default on)",
+    )
     commands.add_parser(
         "webhook-secret", help="print a new random whsec_ secret for --webhook-secret"
     )
@@ -194,6 +215,7 @@ def _resolve(args: argparse.Namespace) -> None:
     Raises:
         SystemExit: with a one-line reason naming the flag or variable at fault.
     """
+    args.data_dir_given = args.data_dir is not None or _env("data_dir") is not None
     for option, kind, _ in _OPTIONS:
         value, where = getattr(args, option), "--" + option.replace("_", "-")
         env = _env(option)
@@ -219,12 +241,21 @@ def _resolve(args: argparse.Namespace) -> None:
             except ValueError as exc:
                 raise SystemExit(f"collab: {where}: {exc}") from None
         setattr(args, option, value)
-    for flag in ("memory", "webhook_include_text"):
-        if getattr(args, flag) is None:
-            env = (_env(flag) or "").strip().lower()
-            if env not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
-                raise SystemExit(f"collab: COLLAB_{flag.upper()}: invalid boolean value: {env!r}")
-            setattr(args, flag, env in ("1", "true", "yes", "on"))
+    if args.memory is None:
+        env = (_env("memory") or "").strip().lower()
+        if env not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise SystemExit(f"collab: COLLAB_MEMORY: invalid boolean value: {env!r}")
+        args.memory = env in ("1", "true", "yes", "on")
+    if args.history is None:
+        env = (_env("history") or "").strip().lower()
+        if env not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise SystemExit(f"collab: COLLAB_HISTORY: invalid boolean value: {env!r}")
+        args.history = env in ("", "1", "true", "yes", "on")
+    if args.webhook_include_text is None:
+        env = (_env("webhook_include_text") or "").strip().lower()
+        if env not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise SystemExit(f"collab: COLLAB_WEBHOOK_INCLUDE_TEXT: invalid boolean value: {env!r}")
+        args.webhook_include_text = env in ("1", "true", "yes", "on")
 
 
 def _listed(values: list[str] | None, option: str) -> tuple[str, ...]:
@@ -304,8 +335,24 @@ def _config(args: argparse.Namespace) -> Config:
     values["jwt_public_keys"] = tuple(keys)
     if args.log_format not in ("text", "json"):
         raise SystemExit(f"collab: --log-format must be text or json, not {args.log_format!r}")
+    values["history"] = args.history
     if args.memory:
         values["data_dir"] = None
+    if args.redis_url:
+        if args.memory or args.data_dir_given:
+            where = "--memory" if args.memory else "--data-dir"
+            raise SystemExit(
+                f"collab: --redis-url keeps documents in Redis: give it or {where}, not both"
+            )
+        values["data_dir"] = None
+    if args.workers < 1:
+        raise SystemExit("collab: --workers must be at least 1")
+    if args.workers > 1 and not args.redis_url:
+        raise SystemExit(
+            "collab: --workers above 1 needs --redis-url (processes share documents through Redis)"
+        )
+    if args.workers > 1 and args.port == 0:
+        raise SystemExit("collab: --workers above 1 needs a fixed --port, not 0")
     config = dataclasses.replace(_DEFAULTS, **values)
     try:  # an unreadable or unusable key stops the server here, with a reason
         from .server.tokens import JwtAuthorizer
@@ -336,6 +383,11 @@ async def _serve(config: Config) -> None:
     from .tornado.listener import listen
 
     hub = Hub(config)
+    try:
+        await hub.start()  # a Redis that cannot keep the promise stops us here
+    except Exception:
+        await hub.close()
+        raise
     app = make_app(config, hub)
     try:
         server = listen(app, config, hub)  # limits, backlog and TLS as documented there
@@ -346,7 +398,7 @@ async def _serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    where = config.data_dir or "memory"
+    where = config.data_dir or (f"Redis {config.redis_url}" if config.redis_url else "memory")
     url = f"{server.scheme}://{config.host}:{server.port}{config.base_path}/"
     log.info("collab serving on %s (data: %s)", url, where, extra={"event": "server_started"})
     if not _loopback(config.host) and JwtAuthorizer.from_config(config) is None:
@@ -387,6 +439,7 @@ def _compact(data_dir: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.command in admin.COMMANDS:
         return admin.run(args)
@@ -407,9 +460,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = logging.StreamHandler()
     output.setFormatter(JsonFormatter() if config.log_format == "json" else TextFormatter())
     logging.basicConfig(level=config.log_level.upper(), handlers=[output])
+    if config.workers > 1 and not os.environ.get(WORKER_ENV):
+        return supervise(argv, config.workers)
     try:
         asyncio.run(_serve(config))
-    except (StoreLocked, _CannotListen) as exc:
+    except RedisMisconfigured as exc:
+        log.error("%s", exc)
+        return 2
+    except (StoreLocked, _CannotListen, StoreUnavailable) as exc:
         log.error("%s", exc)
         return 1
     return 0

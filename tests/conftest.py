@@ -4,6 +4,7 @@ from __future__ import annotations
 # garbage-collected client warns during that import, the hook re-enters the
 # half-imported module and fails the test. Imported here, it is complete.
 import tracemalloc  # noqa: F401
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import tornado.ioloop
 import tornado.web
 
 from collab import Config, Hub, make_app
+from tests.redis_server import RedisServer, require_redis
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +93,18 @@ def ws_url(port):
         return f"ws://127.0.0.1:{port}/ws/{name}"
 
     return url
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests keep apart by key prefix."""
+    require_redis()
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix of this test's own."""
+    return "t" + uuid.uuid4().hex[:12]

@@ -51,7 +51,10 @@ class ServerProcess:
     def start(self, timeout: float = 15.0) -> ServerProcess:
         """Start the server and wait until ``/healthz`` answers."""
         command = [sys.executable, "-m", "collab", "serve", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--data-dir", str(self.data_dir), *self.args]
+        command += ["--port", str(self.port)]
+        if "--redis-url" not in self.args:  # cluster mode keeps nothing on disk
+            command += ["--data-dir", str(self.data_dir)]
+        command += self.args
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env_without_collab()

@@ -128,8 +128,18 @@ async def test_traversal_attempts_stay_in_the_data_dir(tmp_path: Path, port: int
 
     await hub.close()  # flush everything to disk
     data = tmp_path / "data"
+    history = data / "history"  # versions: history/<stem>/index and NNNNNN.ver, nothing else
+    for path in history.rglob("*"):
+        if path.parent == history:
+            assert path.is_dir() and _STEM.match(path.name), path
+        else:
+            assert path.parent.parent == history, path
+            assert path.name == "index" or re.fullmatch(r"\d{6}\.ver", path.name), path
+    assert {p.parent.name for p in history.glob("*/*.ver")}  # the names made versions too
     for path in data.rglob("*"):
-        assert path.parent == data, path  # no subdirectories
+        if path == history or history in path.parents:
+            continue
+        assert path.parent == data, path  # no other subdirectories
         if path.name != ".lock":
             match = _FILE.match(path.name)
             assert match and _STEM.match(match["stem"]), path.name

@@ -19,6 +19,7 @@ from pycrdt import Doc, Text
 from collab.storage.base import Record, Store
 from collab.storage.file import FileStore
 from collab.storage.memory import MemoryStore
+from collab.storage.redis.store import RedisStore
 from tests.crdt import text_of
 
 
@@ -65,8 +66,12 @@ BACKENDS = {
 }
 
 
-@pytest.fixture(params=list(BACKENDS))
+@pytest.fixture(params=[*BACKENDS, "redis"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "redis":  # a real redis-server; this test's own key prefix
+        server = request.getfixturevalue("redis_server")
+        prefix = request.getfixturevalue("redis_prefix")
+        return Backend(lambda: RedisStore(server.url, prefix=prefix))
     return BACKENDS[request.param](tmp_path / "data")
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from pycrdt import Doc, Text, TransactionEvent
 from tornado.httpclient import HTTPRequest
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
 from collab.core import protocol
 from collab.core.protocol import (
@@ -81,7 +81,11 @@ class YClient:
         """Send one frame; while disconnected, edits stay local until ``connect``."""
         if self.connected:
             assert self.ws is not None
-            self.ws.write_message(data, binary=True)
+            try:
+                sent = self.ws.write_message(data, binary=True)
+            except WebSocketClosedError:
+                return  # the server is gone: the edit stays in the doc for the next sync
+            sent.add_done_callback(lambda f: f.exception())  # the same, noticed later
 
     def set_awareness(self, client_id: int, clock: int, state: str) -> None:
         payload = protocol.encode_awareness([AwarenessEntry(client_id, clock, state)])

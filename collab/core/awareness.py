@@ -140,7 +140,9 @@ class Awareness:
         """Every state held now."""
         return list(self.states.values())
 
-    def receive(self, peer: Hashable, payload: bytes, message: bytes | None = None) -> Received:
+    def receive(
+        self, peer: Hashable, payload: bytes, message: bytes | None = None, capped: bool = True
+    ) -> Received:
         """Take one awareness update payload from ``peer``.
 
         Args:
@@ -148,6 +150,8 @@ class Awareness:
             payload: the payload of the ``AwarenessUpdate``.
             message: the whole message as received, relayed as is when nothing
                 in it had to change.
+            capped: False for another process's clients: ``max_clients`` is
+                checked where each of them connected.
 
         Returns:
             The frame the caller relays to the other peers and echoes to the
@@ -170,7 +174,8 @@ class Awareness:
             same = same and all(a is b for a, b in zip(stamped, own, strict=True))
             own = stamped
         changes = self._plan(own)
-        self._check_cap(presence, changes)
+        if capped:
+            self._check_cap(presence, changes)
         self.peers.setdefault(peer, presence)
         self._apply(peer, presence, changes)
         if not own:

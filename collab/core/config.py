@@ -74,6 +74,28 @@ class Config:
     certfile: str | None = None
     keyfile: str | None = None
     base_path: str = ""
+    # Cluster mode (``storage.redis``): documents in Redis, not ``data_dir``.
+    # ``redis_timeout``: seconds an update may wait for Redis before its
+    # clients are closed with 1013; ``redis_heartbeat_ttl``: seconds until a
+    # silent process counts as dead; ``redis_retention``: seconds of compacted
+    # stream kept for lagging readers; ``redis_durability``: ``strict`` refuses
+    # a Redis without ``appendfsync always``. ``workers``: processes on one port.
+    redis_url: str | None = None
+    redis_prefix: str = "collab"
+    redis_timeout: float = 5.0
+    redis_heartbeat_ttl: float = 5.0
+    redis_retention: float = 10.0
+    redis_durability: Literal["strict", "relaxed"] = "strict"
+    workers: int = 1
+    # Version history (``server.history``): a version is cut ``history_idle``
+    # seconds after the last change, at most ``history_max_interval`` after the
+    # first; automatic versions older than ``history_keep_all`` are thinned and
+    # at most ``history_max_versions`` kept (named ones always are).
+    history: bool = True
+    history_idle: float = 60.0
+    history_max_interval: float = 600.0
+    history_keep_all: float = 86400.0
+    history_max_versions: int = 500
     # Webhooks (``server.webhooks``): POSTed to every URL, signed with every
     # ``whsec_`` secret; ``document.changed`` after ``webhook_debounce`` s quiet,
     # at most ``webhook_max_wait`` s after the first change; retries back off from

@@ -19,6 +19,7 @@ error                        close   HTTP    situation
 ``SlowConsumer``             1013    --      outgoing queue over its bound
 ``Overloaded``               1013    503     too many documents loaded; try again later
 ``DocumentUnavailable``      1011    503     stored document unreadable; refuses to open
+``StoreUnavailable``         1013    503     the store (Redis) cannot take writes now
 ``DocumentDeleted``          4404    404     document deleted while connected
 ``ShuttingDown``             1001    503     server stopping
 ===========================  ======  ======  ==========================================
@@ -38,11 +39,13 @@ __all__ = [
     "DocumentUnavailable",
     "Forbidden",
     "MessageTooBig",
+    "NotFound",
     "Overloaded",
     "PolicyViolation",
     "ProtocolError",
     "ShuttingDown",
     "SlowConsumer",
+    "StoreUnavailable",
     "Unauthorized",
     "UnsupportedData",
 ]
@@ -108,9 +111,19 @@ class DocumentUnavailable(CollabError):
     close_code, http_status = 1011, 503
 
 
+class StoreUnavailable(CollabError):
+    close_code, http_status = 1013, 503
+
+
 class DocumentDeleted(CollabError):
     close_code, http_status = 4404, 404
 
 
 class ShuttingDown(CollabError):
     close_code, http_status = 1001, 503
+
+
+class NotFound(CollabError):
+    """No such thing (a version of a document): HTTP 404."""
+
+    close_code, http_status = 4404, 404

@@ -35,6 +35,7 @@ from .protocol import (
     SyncStep2,
     Update,
 )
+from .textdiff import text_edits, utf8_splices
 
 __all__ = ["TEXT_NAME", "Effects", "Room"]
 
@@ -153,6 +154,40 @@ class Room:
         gone = self.awareness.leave(peer)
         return Effects(relay=[awareness.frame(gone)] if gone else [])
 
+    # -- other processes (cluster mode) -------------------------------------
+
+    def remote_awareness(self, owner: Hashable, data: bytes) -> Effects:
+        """Take an awareness frame another process relayed for its clients.
+
+        ``owner`` stands for that process: it owns the states the frame sets,
+        without a cap on how many (each client was capped where it connected),
+        and ``leave(owner)`` drops them all when the process is gone.
+
+        Raises:
+            ProtocolError: the frame is malformed.
+            MessageTooBig: a state is over ``max_awareness_bytes``.
+        """
+        message = protocol.decode(data)
+        if not isinstance(message, AwarenessUpdate):
+            raise ProtocolError("not an awareness message")
+        received = self.awareness.receive(owner, message.payload, data, capped=False)
+        return Effects(relay=[received.frame] if received.frame is not None else [])
+
+    def local_awareness(self, remote: type) -> bytes | None:
+        """The states of this process's own peers (not those owned by a ``remote``), as a frame."""
+        owners = self.awareness.owners
+        states = [e for i, e in self.awareness.states.items() if not isinstance(owners[i], remote)]
+        return awareness.frame(states) if states else None
+
+    def missing(self, updates: Iterable[bytes]) -> bytes | None:
+        """What this document has that the one made of ``updates`` lacks (or None)."""
+        other: Doc[Any] = Doc()
+        with other.transaction():
+            for update in updates:
+                other.apply_update(update)
+        update = self.doc.get_update(other.get_state())
+        return None if update == _EMPTY_UPDATE else update
+
     def close(self) -> None:
         """Release the document's observer so the room can be freed."""
         self.doc.unobserve(self._subscription)
@@ -255,7 +290,10 @@ class Room:
         return str(self.doc.get(TEXT_NAME, type=Text))
 
     def replace_text(self, new: str) -> Effects:
-        """Edit ``content`` into ``new`` with the smallest single splice.
+        """Edit ``content`` into ``new`` with a minimal diff (``textdiff.text_edits``).
+
+        Text both have in common keeps its CRDT items, so other people's
+        carets and relative positions stay on the same characters.
 
         Raises:
             DocumentTooLarge: the edit could grow the document past
@@ -263,24 +301,24 @@ class Room:
         """
         text = self.doc.get(TEXT_NAME, type=Text)
         old = str(text)
-        start = 0
-        limit = min(len(old), len(new))
-        while start < limit and old[start] == new[start]:
-            start += 1
-        end_old, end_new = len(old), len(new)
-        while end_old > start and end_new > start and old[end_old - 1] == new[end_new - 1]:
-            end_old -= 1
-            end_new -= 1
-        # pycrdt indexes Y.Text by UTF-8 byte offsets.
-        a = len(old[:start].encode())
-        b = a + len(old[start:end_old].encode())
-        cost = update_cost(len(new[start:end_new].encode()))
-        if end_new > start:  # a pure deletion is never refused
+        edits = text_edits(old, new)
+        inserted = sum(len(e.insert.encode()) for e in edits)
+        cost = update_cost(inserted)
+        if inserted:  # a pure deletion is never refused
             self.budget.admit(cost, self._measure)
         with self.doc.transaction():
-            if b > a:
-                del text[a:b]
-            if end_new > start:
-                text.insert(a, new[start:end_new])
+            for start, end, insert in utf8_splices(old, edits):
+                if end > start:
+                    del text[start:end]
+                if insert:
+                    text.insert(start, insert)
         self.budget.grow(cost)
         return self._effects_of_change()
+
+    def apply_local(self, update: bytes) -> Effects:
+        """Apply an update made by the server itself (a restore, ``PUT`` text): log, relay.
+
+        Raises:
+            BadUpdate: the CRDT rejects it; DocumentTooLarge: over ``max_state_bytes``.
+        """
+        return self._apply(update)

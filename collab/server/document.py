@@ -36,12 +36,15 @@ from ..core.errors import (
 )
 from ..core.limits import coalesce
 from ..core.room import Effects, Room
-from ..storage.base import Cursor, DocumentLog, Loaded, Record
+from ..storage.base import Cursor, DocumentLog, Loaded, Presence, Record
+from .cluster import Backplane
 from .extensions import ChangeEvent, DisconnectEvent, Extensions, StoredEvent
 from .metrics import Metrics
 from .session import Peer, Session
 
 __all__ = ["Document", "Phase"]
+
+_AWARENESS = 1  # the first byte of a y-protocols awareness message
 
 log = logging.getLogger("collab.hub")
 
@@ -74,6 +77,8 @@ class Document:
         clock: Callable[[], float] = time.time,
         on_failed: Callable[[Document], None] = lambda doc: None,
         on_idle: Callable[[Document], None] = lambda doc: None,
+        on_deleted: Callable[[Document], None] = lambda doc: None,
+        presence: Presence | None = None,
     ) -> None:
         self.name = name
         self.log = log_
@@ -100,6 +105,9 @@ class Document:
         self._settled: asyncio.Future[None] | None = None
         self._on_failed = on_failed
         self._on_idle = on_idle
+        self._on_deleted = on_deleted
+        self.presence = presence  # awareness between processes (cluster mode)
+        self.backplane = Backplane(self)
 
     # -- phases -------------------------------------------------------------------
 
@@ -109,7 +117,9 @@ class Document:
         self.cursor = loaded.cursor
         self.unsnapshotted = len(loaded.records)
         self.exists = loaded.state is not None or bool(loaded.records)
-        self.log.watch(self._remote)
+        self.log.watch(self.backplane)
+        if self.presence is not None:
+            self.presence.join(self.name, self.backplane)
         self.enter(Phase.OPEN)
 
     def enter(self, phase: Phase) -> None:
@@ -117,6 +127,8 @@ class Document:
         self.phase = phase
         if phase is Phase.CLOSED:
             self.room.close()
+            if self.presence is not None:
+                self.presence.leave(self.name)
         if self._settled is not None and phase in (Phase.OPEN, Phase.CLOSED):
             self._settled.set_result(None)
             self._settled = None
@@ -140,6 +152,8 @@ class Document:
         for frame in self.room.join(session.peer, sub=session.permission.user):
             session.peer.send(frame)
         self.metrics.connections += 1
+        if self.presence is not None:
+            self.presence.count(self.name, len(self.sessions))
 
     def leave(self, session: Session) -> None:
         """Forget ``session``; relay the removal of its awareness states."""
@@ -151,6 +165,10 @@ class Document:
             event = DisconnectEvent(self.name, session.id, session.permission)
             self.extensions.after("on_disconnect", event)
         effects = self.room.leave(session.peer)
+        if self.presence is not None:
+            self.presence.count(self.name, len(self.sessions))
+            for frame in effects.relay:
+                self.presence.publish(self.name, frame)
         if self.phase is Phase.OPEN:
             self._relay(effects.relay, exclude=session.peer)
             if not self.sessions:
@@ -182,6 +200,9 @@ class Document:
             raise
         if effects.foreign:
             self.metrics.awareness_foreign += effects.foreign
+        if self.presence is not None and effects.relay and data[0] == _AWARENESS:
+            for frame in effects.relay:  # presence is never held: it is not stored
+                self.presence.publish(self.name, frame)
         cursor = None
         if effects.update is not None:
             self.metrics.updates_in += 1
@@ -215,6 +236,9 @@ class Document:
                 self._held.popleft()
                 if self.phase is Phase.OPEN:
                     self._deliver(held.sender, held.effects)
+        except CollabError as exc:
+            log.error("updates of %r not stored (%s): not relayed", self.name, exc.reason)
+            self._fail(exc)
         except Exception:
             log.exception("could not make updates of %r durable; they are not relayed", self.name)
             self._fail()
@@ -252,8 +276,17 @@ class Document:
                 metrics.bytes_out += len(frame) * len(receivers)
             metrics.updates_out += len(receivers) * len(frames)
 
-    def _remote(self, records: Sequence[Record]) -> None:
-        """Records another process appended (already durable): apply and relay, never log."""
+    def relay_local(self, frames: list[bytes]) -> None:
+        """Send ``frames`` (from another process, durable already) to every local client."""
+        if self.phase is Phase.OPEN:
+            self._relay(frames, exclude=None)
+
+    def remote(self, records: Sequence[Record]) -> None:
+        """Records another process appended (already durable): apply and relay, never log.
+
+        Behind a record of this process still being held? Then the relay waits
+        in line behind it, so nobody sees an update before one it builds on.
+        """
         if self.phase is not Phase.OPEN:
             return
         self.exists = True  # another process wrote it
@@ -263,7 +296,37 @@ class Document:
             except CollabError as exc:
                 log.error("a record of %r from the store is invalid: %s", self.name, exc.reason)
                 continue
-            self._relay(effects.relay, exclude=None)
+            if effects.update is not None and effects.update != record.update:
+                # It also integrated local structs waiting for it: those are news
+                # to the store too, so log what changed (rare; harmless twice).
+                self._carry_out(None, self.append(effects.update, record.author), effects)
+            elif self._held:
+                self._carry_out(None, None, effects)
+            else:
+                self._relay(effects.relay, exclude=None)
+
+    def deleted_elsewhere(self) -> None:
+        """Another process deleted the document: close every client (4404), drop it."""
+        if self.phase is not Phase.OPEN:
+            return
+        self._outgoing.clear()
+        self._held.clear()
+        self.close_all(DocumentDeleted.close_code, "document deleted")
+        self._on_deleted(self)
+
+    def resync(self, loaded: Loaded) -> None:
+        """The store may have lost writes: take what it has, give back what it lacks."""
+        if self.phase is not Phase.OPEN:
+            return
+        missing = self.room.missing(loaded.updates)
+        for update in loaded.updates:
+            try:
+                self.relay_local(self.room.apply_remote(update).relay)
+            except CollabError as exc:
+                log.error("a record of %r from the store is invalid: %s", self.name, exc.reason)
+        if missing is not None:
+            log.warning("the store lacked updates of %r: writing them back", self.name)
+            self.append(missing, "resync")
 
     # -- the log ------------------------------------------------------------------
 
@@ -278,6 +341,10 @@ class Document:
         now = self.clock()
         try:
             cursor = self.log.append(Record(update, now, author))
+        except CollabError as exc:
+            log.error("cannot append to the log of %r (%s): evicting it", self.name, exc.reason)
+            self._fail(exc)
+            raise
         except OSError as exc:
             log.error("cannot append to the log of %r (%s): evicting it unsaved", self.name, exc)
             self._fail()
@@ -297,10 +364,12 @@ class Document:
         self.exists = True
         self.extensions.audit("create", self.name, sub, remote, connection)
 
-    def _fail(self) -> None:
+    def _fail(self, error: CollabError | None = None) -> None:
         """An update is in memory but not durable: nobody may be served it.
 
-        Every client is closed (1011) and nothing more is relayed; the
+        Every client is closed (1011, or ``error``'s code: 1013 when Redis
+        is unreachable, 4404 when the document was deleted meanwhile) and
+        nothing more is relayed; the
         registry drops the document, which loads again from the store, and
         reconnecting clients send what the server did not keep.
         """
@@ -309,7 +378,8 @@ class Document:
         self.phase = Phase.FAILED
         self._outgoing.clear()
         self._held.clear()
-        self.close_all(DocumentUnavailable.close_code, "could not persist the update")
+        error = error or DocumentUnavailable("could not persist the update")
+        self.close_all(error.close_code, error.reason)
         self._on_failed(self)
 
     async def compact(self, force: bool = False) -> None:
@@ -351,6 +421,30 @@ class Document:
         except DocumentTooLarge:
             self.metrics.refusals.labels("document_bytes").inc()
             raise
+        await self._local(effects, author, sub, remote)
+
+    async def apply_update(
+        self, update: bytes, author: str, sub: str | None = None, remote: str | None = None
+    ) -> None:
+        """Apply an update the server made (a restore, a ``PUT`` built on a fork) as a
+        live edit: logged, then relayed to everyone; return once it is durable.
+
+        Raises:
+            DocumentTooLarge: it would grow the document past its limit.
+            BadUpdate: the CRDT refused it.
+        """
+        if self.phase is not Phase.OPEN:
+            raise _gone(self.phase)
+        try:
+            effects = self.room.apply_local(update)
+        except DocumentTooLarge:
+            self.metrics.refusals.labels("document_bytes").inc()
+            raise
+        await self._local(effects, author, sub, remote)
+
+    async def _local(
+        self, effects: Effects, author: str, sub: str | None, remote: str | None
+    ) -> None:
         cursor = self.append(effects.update, author) if effects.update is not None else None
         if cursor is not None and not self.exists:
             self._created(sub, remote, None)

@@ -10,20 +10,25 @@ anything carrying it is sent to anyone.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..core.auth import Permission
 from ..core.config import Config
-from ..core.errors import PolicyViolation
+from ..core.errors import NotFound, PolicyViolation, StoreUnavailable
+from ..core.history import Author, VersionMeta, restore_update
 from ..core.limits import Counter
 from ..storage.base import DocInfo, Store
 from ..storage.file import FileStore
+from ..storage.history import HistoryStore, MemoryHistory
+from ..storage.history_file import FileHistory
 from ..storage.memory import MemoryStore
 from .audit import AuditLog
 from .document import Document
 from .extensions import ConnectEvent, DeleteEvent, Extension, Extensions
+from .history import History, Offload, Restored
 from .metrics import Metrics
 from .quotas import Quotas
 from .registry import Registry
@@ -31,6 +36,8 @@ from .session import Peer, Session
 from .sockets import Gateway, SocketLimits, Sockets
 
 __all__ = ["DocSummary", "Hub"]
+
+log = logging.getLogger("collab.hub")
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ class Hub:
             ``config.data_dir`` (locked against a second server), or memory.
         metrics: the counters to export (default: a registry of its own).
         extensions: hooks called in this order (see ``server.extensions``).
+        history: where versions live (``config.history`` on); default files
+            under the data directory's ``history/``, or memory.
     """
 
     def __init__(
@@ -58,10 +67,29 @@ class Hub:
         store: Store | None = None,
         metrics: Metrics | None = None,
         extensions: Iterable[Extension] = (),
+        history: HistoryStore | None = None,
     ) -> None:
         self.config = config = config or Config(data_dir=None)
         self.metrics = metrics or Metrics()
         self._owned_store: FileStore | None = None
+        self._owned_shared: Store | None = None
+        if store is None and config.redis_url:
+            from ..storage.redis.store import RedisStore
+
+            redis = store = self._owned_shared = RedisStore(
+                config.redis_url,
+                prefix=config.redis_prefix,
+                timeout=config.redis_timeout,
+                heartbeat_ttl=config.redis_heartbeat_ttl,
+                retention=config.redis_retention,
+                durability=config.redis_durability,
+            )
+            self.metrics.redis_up = lambda: int(
+                redis.down_since is None and redis.run_id is not None
+            )
+            self.metrics.redis_appendfsync = lambda: (redis.settings or {}).get(
+                "appendfsync", "unknown"
+            )
         if store is None:
             if config.data_dir:
                 store = self._owned_store = FileStore(
@@ -79,6 +107,27 @@ class Hub:
         self.extensions = Extensions([AuditLog(), *extensions])  # the audit trail in the log
         self.clock = time.time
         self.registry = Registry(store, config, self.metrics, self.extensions, self._now)
+        self.offload = Offload()  # diffs and fork edits, off the event loop
+        self.history: History | None = None
+        if config.history and history is None and self._owned_shared is not None:
+            # Every process would cut its own versions of a shared document:
+            # history needs one writer per document (not built yet).
+            log.warning("version history is off in cluster mode (--redis-url)")
+        elif config.history:
+            if history is None:
+                root = store.root if isinstance(store, FileStore) else None
+                history = FileHistory(root) if root is not None else MemoryHistory()
+            self.history = History(
+                history, config, self.registry, self.extensions, self.offload, self._now
+            )
+            self.extensions.add(self.history)
+            found = self.history
+            self.metrics.sample(
+                documents=lambda: len(self.registry.documents),
+                history_versions=lambda: found.cuts,
+                history_failures=lambda: found.failures,
+                history_damaged=lambda: found.store.damaged,
+            )
         self.sockets = Sockets(config.ping_interval or None, config.ping_timeout or None)
         self.quotas = Quotas(config, self.metrics)
         self.ips: Counter = self.quotas.connections  # per address and in all
@@ -98,6 +147,29 @@ class Hub:
 
     def _now(self) -> float:
         return self.clock()
+
+    async def start(self) -> None:
+        """Connect the store if it needs it (Redis: checks its settings first).
+
+        Optional: a store also starts on first use. ``collab serve`` calls it so
+        that a misconfigured Redis stops the server before it listens.
+
+        Raises:
+            RedisMisconfigured: Redis cannot give the promised durability.
+            StoreUnavailable: the store cannot be reached.
+        """
+        start = getattr(self.store, "start", None)
+        if start is not None:
+            await start()
+
+    def check_store(self) -> None:
+        """Refuse new work while a shared store (Redis) is unreachable.
+
+        Raises:
+            StoreUnavailable: 503 before an upgrade, 1013 after.
+        """
+        if getattr(self.store, "down_since", None) is not None:  # only a shared store has it
+            raise StoreUnavailable("the store is unreachable: try again later", retry_after=1)
 
     def _refused(self, code: int) -> None:
         self.metrics.errors.labels(str(code)).inc()
@@ -131,6 +203,7 @@ class Hub:
         """
         permission = permission or Permission()
         id = id or f"c{next(self._ids)}"
+        self.check_store()
         if self.extensions.wants("on_connect"):
             await self.extensions.before("on_connect", ConnectEvent(name, id, permission))
         doc = await self.registry.open(name)
@@ -176,10 +249,56 @@ class Hub:
         """
         doc = await self.registry.open(name)
         try:
-            await doc.replace_text(text, author, sub=sub, remote=remote)
+            room = doc.room
+            base, sv, old = room.doc.get_update(), room.doc.get_state(), room.text
+            if old != text:  # the minimal diff, on a fork in a worker thread
+                update = await self.offload(restore_update, base, sv, old, text)
+                await doc.apply_update(update, author, sub=sub, remote=remote)
             self.extensions.audit("put", name, sub, remote)
         finally:
             self.registry.release_if_idle(doc)
+
+    # -- history (HTTP API) ---------------------------------------------------------
+
+    async def exists(self, name: str) -> bool:
+        """True if ``name`` is loaded or stored."""
+        return self.registry.get(name) is not None or await self.store.info(name) is not None
+
+    async def restore(
+        self,
+        name: str,
+        version: int,
+        author: str = "api",
+        sub: str | None = None,
+        remote: str | None = None,
+    ) -> Restored:
+        """Restore ``name`` to ``version`` as a live edit (``History.restore``).
+
+        Raises:
+            NotFound: history is off, or no such version.
+        """
+        history = self._history()
+        doc = await self.registry.open(name)
+        try:
+            return await history.restore(doc, version, author, sub, remote)
+        finally:
+            self.registry.release_if_idle(doc)
+
+    async def name_version(
+        self, name: str, label: str | None, sub: str | None = None
+    ) -> VersionMeta:
+        """A named version of ``name``'s current text (``History.name_now``)."""
+        history = self._history()
+        doc = await self.registry.open(name)
+        try:
+            return await history.name_now(doc, label, Author(sub))
+        finally:
+            self.registry.release_if_idle(doc)
+
+    def _history(self) -> History:
+        if self.history is None:
+            raise NotFound("history is off")
+        return self.history
 
     async def delete(self, name: str, sub: str | None = None, remote: str | None = None) -> bool:
         """Delete ``name`` everywhere; its connections are closed with 4404.
@@ -190,6 +309,8 @@ class Hub:
             False if there was no such document.
         """
         deleted = await self.registry.delete(name)
+        if self.history is not None:
+            await self.history.forget(name)  # it cannot come back through its history
         if deleted and self.extensions.wants("on_delete"):
             self.extensions.after("on_delete", DeleteEvent(name))
         if deleted:
@@ -206,6 +327,10 @@ class Hub:
             if after is None or name > after:
                 infos.setdefault(name, DocInfo(name, 0, time.time()))
         found = sorted(infos.values(), key=lambda i: i.name)[:limit]
+        presence = getattr(self.store, "presence", None)  # a host's store may predate it
+        if presence is not None:  # cluster-wide counts
+            counts = await presence.clients([i.name for i in found])
+            return [DocSummary(i.name, i.size, i.modified, counts[i.name]) for i in found]
         return [DocSummary(i.name, i.size, i.modified, self.clients(i.name)) for i in found]
 
     async def readiness(self) -> str | None:
@@ -225,7 +350,13 @@ class Hub:
         await self.registry.close()
         await self.sockets.closed(timeout)
         await self.extensions.drain()
+        if self.history is not None:
+            await self.history.close()  # pending changes become versions ("stop")
+            await self.extensions.drain()
         await self.extensions.close()  # on_close: e.g. webhooks send what they hold
+        self.offload.close()
         if self._owned_store is not None:
             await self._owned_store.close()
             self._owned_store.release()
+        if self._owned_shared is not None:
+            await self._owned_shared.close()

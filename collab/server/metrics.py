@@ -25,6 +25,9 @@ _COUNTERS = {
 _SAMPLED = {
     "store_damaged": "Damaged log files or records the store set aside (see its log)",
     "extension_errors": "Extension hooks that raised (logged)",
+    "history_versions": "Versions of documents cut since start",
+    "history_failures": "Versions that could not be stored (history only: logged)",
+    "history_damaged": "Version files found damaged (not listed; logged)",
 }
 
 
@@ -41,6 +44,9 @@ class Metrics:
         self.connections = 0
         self.documents: Callable[[], int] = lambda: 0
         self.sampled: dict[str, Callable[[], int]] = {}
+        # Cluster mode: is Redis reachable, and with which appendfsync (set by the hub).
+        self.redis_up: Callable[[], int] | None = None
+        self.redis_appendfsync: Callable[[], str] = lambda: "unknown"
         self.registry = CollectorRegistry()
         self.persist_seconds = Histogram(
             "collab_persist_seconds",
@@ -107,3 +113,14 @@ class _Sampler(Collector):
         for name, text in _SAMPLED.items():
             read = m.sampled.get(name)
             yield CounterMetricFamily(f"collab_{name}", text, read() if read is not None else 0)
+        if m.redis_up is not None:
+            yield GaugeMetricFamily(
+                "collab_redis_up", "1 while Redis answers (cluster mode)", m.redis_up()
+            )
+            durability = GaugeMetricFamily(
+                "collab_redis_durability",
+                "Redis's appendfsync setting, as a label",
+                labels=["appendfsync"],
+            )
+            durability.add_metric([m.redis_appendfsync()], 1)
+            yield durability

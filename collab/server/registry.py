@@ -48,6 +48,7 @@ class Registry:
         self.closing = False
         self._timers: dict[Document, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_drop: list[Callable[[Document], None]] = []  # a document leaves memory
 
     def __iter__(self) -> Iterator[Document]:
         return iter(list(self.documents.values()))
@@ -111,6 +112,8 @@ class Registry:
             self.clock,
             on_failed=self._evict,
             on_idle=self.release_if_idle,
+            on_deleted=self._deleted,
+            presence=getattr(self.store, "presence", None),  # a host's store may predate it
         )
         self.documents[name] = doc
         try:
@@ -164,7 +167,20 @@ class Registry:
         if self.documents.get(doc.name) is doc:
             del self.documents[doc.name]
         self.keep(doc)
+        for callback in self.on_drop:
+            callback(doc)
         doc.enter(Phase.CLOSED)
+
+    def _deleted(self, doc: Document) -> None:
+        """Another process deleted ``doc``: drop it, release its log."""
+        self._drop(doc)
+        self.spawn(self._close_quietly(doc))
+
+    async def _close_quietly(self, doc: Document) -> None:
+        try:
+            await doc.log.close()
+        except Exception as exc:  # its last appends were refused: the document is gone
+            log.debug("closing the log of deleted %r: %s", doc.name, exc)
 
     def _evict(self, doc: Document) -> None:
         """``doc`` failed: drop it unsaved once a snapshot being written is done."""

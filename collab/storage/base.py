@@ -18,13 +18,14 @@ Cursors are opaque: compare them only through the log that issued them.
 "Durable" means as durable as the store promises before anything is relayed:
 for files, written to the OS (survives a killed process), and fsynced too with
 ``fsync="always"``; for Redis, acknowledged by it. Records appended by another
-process (cluster mode) reach ``watch``'s callback; file and memory stores have
-none.
+process (cluster mode) reach ``watch``'s watcher; file and memory stores have
+none. A store shared by several processes also has ``presence``: awareness
+relayed between them (never stored).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol, TypeAlias
 
@@ -34,6 +35,9 @@ __all__ = [
     "DocumentLog",
     "FsyncPolicy",
     "Loaded",
+    "LogWatcher",
+    "Presence",
+    "PresenceListener",
     "Record",
     "Store",
     "StoreLocked",
@@ -85,6 +89,51 @@ class DocInfo:
     modified: float
 
 
+class LogWatcher(Protocol):
+    """What a shared store tells the loaded document about other processes' writes."""
+
+    def records(self, records: Sequence[Record]) -> None:
+        """Another process appended ``records`` (durable already): apply, relay, never log."""
+
+    def deleted(self) -> None:
+        """The document was deleted (by any process): close its clients with 4404."""
+
+    def resync(self, loaded: Loaded) -> None:
+        """The store may have lost writes: apply ``loaded`` and append what it lacks."""
+
+
+class PresenceListener(Protocol):
+    """What a loaded document does with awareness from other processes."""
+
+    def frame(self, owner: str, frame: bytes) -> None:
+        """An awareness frame from process ``owner``: apply and relay to local clients."""
+
+    def query(self) -> None:
+        """A process that just loaded the document asks for the states of local clients."""
+
+    def gone(self, owner: str) -> None:
+        """Process ``owner`` stopped or died: drop every state it relayed."""
+
+
+class Presence(Protocol):
+    """Awareness between the processes of a cluster: best effort, never stored."""
+
+    def join(self, name: str, listener: PresenceListener) -> None:
+        """Start hearing ``name``'s awareness and ask the others for their states."""
+
+    def publish(self, name: str, frame: bytes) -> None:
+        """Send an awareness frame of local clients to the other processes."""
+
+    def leave(self, name: str) -> None:
+        """Stop hearing ``name`` (unloaded)."""
+
+    def count(self, name: str, connections: int) -> None:
+        """This process now has ``connections`` clients on ``name``."""
+
+    async def clients(self, names: Sequence[str]) -> dict[str, int]:
+        """Connections to each of ``names`` across live processes (about a second old)."""
+
+
 class DocumentLog(Protocol):
     """One document's durable state: a snapshot and the records after it."""
 
@@ -132,8 +181,8 @@ class DocumentLog(Protocol):
     async def delete(self) -> bool:
         """Remove the document's snapshot and records; True if there were any."""
 
-    def watch(self, on_records: Callable[[Sequence[Record]], None]) -> None:
-        """Call ``on_records`` with records appended by someone else, in order."""
+    def watch(self, watcher: LogWatcher) -> None:
+        """Tell ``watcher`` of records appended by other processes, in order, and deletes."""
 
     async def close(self) -> None:
         """Make everything appended durable (unless ``fsync="never"``), release it."""
@@ -143,6 +192,10 @@ class Store(Protocol):
     """Where documents live; hands out one ``DocumentLog`` per open document."""
 
     damaged: int  # damaged files or records set aside since start (a metric)
+
+    @property
+    def presence(self) -> Presence | None:
+        """Awareness between processes, if the store is shared by several."""
 
     def log(self, name: str) -> DocumentLog:
         """The log of ``name`` (no I/O yet: call ``load`` on it)."""

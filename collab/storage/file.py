@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from ..core import names
 from . import probe
 from . import records as fmt
-from .base import DocInfo, FsyncPolicy, StoreLocked
+from .base import DocInfo, FsyncPolicy, Presence, StoreLocked
 from .disk import Directory
 from .filelog import GROUP_COMMIT_WINDOW, FileCursor, FileLog
 
@@ -68,6 +68,7 @@ class FileStore:
         self.fsync_interval = fsync_interval
         self.on_fsync = on_fsync  # called with the seconds each group commit's fsync took
         self.damaged = 0
+        self.presence: Presence | None = None  # one process holds the directory (its lock)
         if not read_only:
             self.root.mkdir(parents=True, exist_ok=True)
         self.disk = Directory(self.root, read_only)

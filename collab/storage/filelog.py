@@ -22,11 +22,10 @@ import dataclasses
 import errno
 import os
 import time
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import records as fmt
-from .base import Cursor, Loaded, Record
+from .base import Cursor, Loaded, LogWatcher, Record
 from .disk import LogFile, create_log, records_after, write_whole
 
 if TYPE_CHECKING:
@@ -162,7 +161,7 @@ class FileLog:
             finally:
                 self.store.unclaim(self)
 
-    def watch(self, on_records: Callable[[Sequence[Record]], None]) -> None:
+    def watch(self, watcher: LogWatcher) -> None:
         pass  # no other process writes to a locked data directory
 
     async def close(self) -> None:

@@ -6,10 +6,9 @@ not the process.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .base import Cursor, DocInfo, Loaded, Record
+from .base import Cursor, DocInfo, Loaded, LogWatcher, Presence, Record
 
 __all__ = ["MemoryLog", "MemoryStore"]
 
@@ -64,7 +63,7 @@ class MemoryLog:
     async def delete(self) -> bool:
         return self.store.docs.pop(self.name, None) is not None
 
-    def watch(self, on_records: Callable[[Sequence[Record]], None]) -> None:
+    def watch(self, watcher: LogWatcher) -> None:
         pass  # nobody else writes here
 
     async def close(self) -> None:
@@ -77,6 +76,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.docs: dict[str, _Doc] = {}
         self.damaged = 0
+        self.presence: Presence | None = None  # one process: nobody to relay awareness to
 
     def log(self, name: str) -> MemoryLog:
         return MemoryLog(self, name)

@@ -24,6 +24,7 @@ from .api import (
 )
 from .clients import trusted_proxies
 from .handler import YjsHandler
+from .history_api import history_routes
 from .logs import log_request
 from .pages import EditorPageHandler, HomePageHandler, static_dir
 
@@ -53,6 +54,7 @@ def routes(
     return [
         (rf"{prefix}/ws/(.+)", YjsHandler, ws),
         (rf"{prefix}/api/docs", DocsHandler, api),
+        *history_routes(prefix, api),
         (rf"{prefix}/api/docs/(.+)/text", TextHandler, api),
         (rf"{prefix}/api/docs/(.+)", DocHandler, api),
         (rf"{prefix}/healthz", HealthHandler, {}),

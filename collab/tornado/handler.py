@@ -91,6 +91,7 @@ class YjsHandler(TokenSafeLogs, tornado.web.RequestHandler):
                 self._ip_counter().acquire(ip)
                 self._ip = ip
                 self.permission = await permit(self.authorize, self.request, name)
+                self.hub.check_store()
             except CollabError as exc:
                 fields = {"event": "connection_refused", **self.log_fields()}
                 fields.update(status=exc.http_status, reason=exc.reason)

@@ -88,7 +88,9 @@ def listen(app: tornado.web.Application, config: Config, hub: Hub) -> Server:
     ``header_timeout`` bound what a client may make the server hold before it
     is authenticated; ``max_message_bytes`` bounds request bodies (the sync and
     API handlers read none before authorizing); ``xheaders`` stays off, since
-    ``--trusted-proxy`` decides which forwarding headers count.
+    ``--trusted-proxy`` decides which forwarding headers count. With
+    ``workers > 1`` the port is bound with ``SO_REUSEPORT``: the kernel
+    spreads connections over the processes listening on it.
 
     Returns:
         The ``Server``; ``await server.close()`` on shutdown (it closes ``hub``).
@@ -107,7 +109,9 @@ def listen(app: tornado.web.Application, config: Config, hub: Hub) -> Server:
         idle_connection_timeout=config.header_timeout or None,
         max_body_size=config.max_message_bytes or None,
     )
-    sockets = tornado.netutil.bind_sockets(config.port, config.host or None, backlog=BACKLOG)
+    sockets = tornado.netutil.bind_sockets(
+        config.port, config.host or None, backlog=BACKLOG, reuse_port=config.workers > 1
+    )
     http.add_sockets(sockets)
     port = int(sockets[0].getsockname()[1])
     return Server(http, hub, port, "https" if context else "http")

@@ -300,8 +300,14 @@ async function trafficStep ({ label, rooms, writersPerRoom, subsPerRoom, rate, s
   const tag = `${label}-${process.pid}-${Date.now() % 1e6}`
   const roomOf = (r) => roomUrl(`${tag}-r${r}`)
   const writerUrls = Array.from({ length: nWriters }, (_, w) => roomOf(Math.floor(w / writersPerRoom)))
+  // Subscribers may be spread over several servers of one cluster (spec.sub_bases).
+  const subBases = spec.sub_bases || [spec.base]
   const subUrls = []
-  for (let r = 0; r < rooms; r++) for (let s = 0; s < subsPerRoom; s++) subUrls.push(roomOf(r))
+  for (let r = 0; r < rooms; r++) {
+    for (let s = 0; s < subsPerRoom; s++) {
+      subUrls.push(`${subBases[subUrls.length % subBases.length]}/ws/${tag}-r${r}`)
+    }
+  }
   const opts = { crdt, timeout: 60000, onUpdate: tracker.onUpdate }
   const t0 = now()
   const subs = await connectAll(subUrls, opts)

@@ -32,6 +32,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import history_bench
 from peers import GEN_CORE, HERE, NODE, PEERS, ROOT, Server, spawn, stop_all, terminate
 
 TRACE = ROOT.parent / "shared" / "data" / "automerge-paper.ascii.json.gz"
@@ -39,7 +40,7 @@ CACHE = HERE / ".cache"
 SATURATED = 90.0  # % of one core: the generator is the bottleneck, not the server
 COMPARED = ["collab", "collab-mem", "pycrdt-ws", "yjs-ref", "relay"]
 DURABILITY = ["collab-always", "collab", "collab-never", "collab-mem"]
-SCENARIOS = ["fanout", "throughput", "connections", "largedoc", "durability"]
+SCENARIOS = ["fanout", "throughput", "connections", "largedoc", "durability", "history"]
 
 Json = dict[str, Any]
 
@@ -534,7 +535,26 @@ def render(results: Json, peers: list[str]) -> str:
                 rows,
             )
         )
+    if "history" in results:
+        out.append(_history_tables(results))
     return "\n".join(out)
+
+
+def _history_tables(results: Json) -> str:
+    out = []
+    for key, result in results.get("history", {}).items():
+        rows = [[what, value] for what, value in history_bench.render(result)]
+        out.append(
+            table(
+                f"(f) history: {PEERS[key].label}",
+                ["what", "figure"],
+                rows,
+                "restore = POST .../restore round trip (diff on a fork in a thread, one "
+                "CRDT edit, logged, relayed, versions cut);\nother room = awareness "
+                "pings between two clients in another document every 10 ms.",
+            )
+        )
+    return "\n\n".join(out)
 
 
 def _tp_row(layout: str, name: str, r: Json, base: float | None) -> list[Any]:
@@ -686,11 +706,26 @@ def run_all(scenarios: list[str], peers: list[str], q: bool, workdir: Path, resu
         "connections": connections,
     }
     document = None
-    if "largedoc" in scenarios:
+    if "largedoc" in scenarios or "history" in scenarios:
         print("building the large document ...", flush=True)
         document = results["document"] = build_document(q, workdir)
         runs["largedoc"] = lambda s, q_, w: largedoc(s, q_, w, document)
     for scenario in scenarios:
+        if scenario == "history":  # the server is started by the scenario, on its data
+            results["history"] = {}
+            for key in [k for k in peers if PEERS[k].kind == "collab" and PEERS[k].persistent]:
+                print(f"history: {PEERS[key].label} ...", end=" ", flush=True)
+                t0 = time.monotonic()
+                try:
+                    results["history"][key] = history_bench.run(
+                        Server, PEERS[key], q, workdir, document
+                    )
+                except (RuntimeError, OSError) as exc:
+                    print(f"failed: {exc}", flush=True)
+                    results["history"][key] = {"error": str(exc)}
+                    continue
+                print(f"{time.monotonic() - t0:.0f} s", flush=True)
+            continue
         if scenario == "durability":
             keys = [k for k in DURABILITY if k.startswith("collab")]
             run = durability

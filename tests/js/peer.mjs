@@ -1,7 +1,7 @@
 // One stock Yjs client (yjs + y-websocket WebsocketProvider over `ws`) on one
 // document, driven by the Python tests through JSON lines.
 //
-//   node peer.mjs <serverUrl> <room>      e.g. ws://127.0.0.1:8888/ws "my doc"
+//   node peer.mjs <serverUrl> <room> [token]   e.g. ws://127.0.0.1:8888/ws "my doc"
 //
 // stdout, one JSON object a line:
 //   {"event": "ready", "clientID": n}      once, at start
@@ -13,6 +13,7 @@
 //   edit {seed, ops, label} -> seeded random inserts/deletes on the text "content";
 //                            replies {ops, remoteDuring} once done
 //   insert {index, text}  -> one insert
+//   type {text, delay}    -> type text at the end, one character every delay ms
 //   awareness {state}     -> set the local awareness state
 //   set {key, value}      -> Y.Map "meta"[key] = value
 //   push {items}          -> append items to Y.Array "list"
@@ -22,7 +23,7 @@ import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
 import readline from 'node:readline'
 
-const [serverUrl, room] = process.argv.slice(2)
+const [serverUrl, room, token] = process.argv.slice(2)
 if (!serverUrl || !room) {
   process.stderr.write('usage: node peer.mjs <serverUrl> <room>\n')
   process.exit(2)
@@ -34,8 +35,11 @@ const text = doc.getText('content')
 // BroadcastChannel (which Node has, and which y-websocket would otherwise use).
 const provider = new WebsocketProvider(serverUrl, room, doc, {
   WebSocketPolyfill: WebSocket,
-  disableBc: true
+  disableBc: true,
+  params: token ? { token } : {}
 })
+let connects = 0 // how many times the socket (re)connected
+provider.on('status', ({ status }) => { if (status === 'connected') connects++ })
 
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
 
@@ -97,6 +101,7 @@ function state () {
     sv,
     synced: provider.synced,
     connected: provider.wsconnected,
+    connects,
     awareness,
     map: doc.getMap('meta').toJSON(),
     array: doc.getArray('list').toJSON()
@@ -107,6 +112,13 @@ const commands = {
   state,
   edit,
   insert: ({ index, text: s }) => { text.insert(index, s); return {} },
+  type: async ({ text: s, delay }) => {
+    for (const ch of s) {
+      text.insert(text.length, ch)
+      await tick(delay)
+    }
+    return { typed: s.length }
+  },
   awareness: ({ state: s }) => { provider.awareness.setLocalState(s); return {} },
   set: ({ key, value }) => { doc.getMap('meta').set(key, value); return {} },
   push: ({ items }) => { doc.getArray('list').push(items); return {} },

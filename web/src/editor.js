@@ -21,6 +21,7 @@ import {
 import { remoteCarets, safeColor, safeName, verifiedSub } from './carets.js'
 import { Reconnector, keepAlive } from './connection.js'
 import { theme } from './theme.js'
+import { setupHistory } from './history.js'
 
 const $ = (id) => document.getElementById(id)
 
@@ -275,10 +276,14 @@ $('download-md').addEventListener('click', () => download('md'))
 
 $('home-link').href = homeHref
 
+// ---- history ----
+
+const versionHistory = setupHistory({ docName, ytext, readOnly, liveEl: $('editor'), onClose: () => view.focus() })
+
 // ---- go ----
 
 reconnector.connectNow()
 view.focus()
 
 // For tests and debugging in the console.
-window.collab = { ydoc, ytext, provider, awareness, view, undoManager, reconnector, offlineCopy }
+window.collab = { ydoc, ytext, provider, awareness, view, undoManager, reconnector, offlineCopy, history: versionHistory }
