@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .tornado.app import make_app, routes
     from .tornado.handler import YjsHandler
     from .tornado.listener import Server, listen
+    from .tornado.webhooks import webhooks
 
 __all__ = [
     "CollabError",
@@ -42,6 +43,7 @@ __all__ = [
     "listen",
     "make_app",
     "routes",
+    "webhooks",
 ]
 __version__ = "0.1.0"
 
@@ -59,6 +61,7 @@ _HOMES = {
     "listen": ".tornado.listener",
     "make_app": ".tornado.app",
     "routes": ".tornado.app",
+    "webhooks": ".tornado.webhooks",
 }
 
 

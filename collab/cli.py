@@ -82,6 +82,14 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("history_max_interval", float, "longest stretch of editing one version covers (seconds)"),
     ("history_keep_all", float, "seconds during which every automatic version is kept"),
     ("history_max_versions", int, "automatic versions kept per document (named ones always are)"),
+    ("webhook_debounce", float, "seconds without changes before document.changed is sent"),
+    ("webhook_max_wait", float, "most seconds from a change to its document.changed"),
+    ("webhook_timeout", float, "seconds a webhook receiver has to answer"),
+    ("webhook_retries", int, "retries of an undelivered webhook event before it is dropped"),
+    ("webhook_retry_delay", float, "seconds before the first retry (doubling, with jitter)"),
+    ("webhook_retry_max", float, "longest wait between retries (also caps Retry-After)"),
+    ("webhook_queue", int, "undelivered events kept per webhook (oldest dropped above)"),
+    ("webhook_grace", float, "seconds at shutdown to deliver what is pending"),
 ]
 _CHOICES = {
     "fsync": ("always", "interval", "never"),
@@ -150,6 +158,37 @@ def _parser() -> argparse.ArgumentParser:
         "default none: those headers are ignored)",
     )
     serve.add_argument(
+        "--webhook",
+        action="append",
+        dest="webhooks",
+        default=None,
+        metavar="URL",
+        help="POST signed events to this http(s) URL, repeatable "
+        "(env COLLAB_WEBHOOK, comma-separated)",
+    )
+    serve.add_argument(
+        "--webhook-secret",
+        action="append",
+        dest="webhook_secrets",
+        default=None,
+        metavar="whsec_...",
+        help="Standard Webhooks secret, required with --webhook; repeat or comma-separate "
+        "to rotate: each signs (env COLLAB_WEBHOOK_SECRET, comma-separated)",
+    )
+    serve.add_argument(
+        "--webhook-events",
+        default=None,
+        metavar="TYPES",
+        help="comma-separated event types to send (env COLLAB_WEBHOOK_EVENTS; default "
+        f"{','.join(_DEFAULTS.webhook_events)}; also connection.opened,connection.closed)",
+    )
+    serve.add_argument(
+        "--webhook-include-text",
+        action="store_true",
+        default=None,
+        help="put the document's text in document.changed (env COLLAB_WEBHOOK_INCLUDE_TEXT=1)",
+    )
+    serve.add_argument(
         "--memory",
         action="store_true",
         default=None,
@@ -160,6 +199,9 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="keep a version history of every document (env COLLAB_HISTORY=0/1; default on)",
+    )
+    commands.add_parser(
+        "webhook-secret", help="print a new random whsec_ secret for --webhook-secret"
     )
     compact = commands.add_parser("compact", help="compact every document (server stopped)")
     compact.add_argument("--data-dir", default=_env("data_dir") or _DEFAULTS.data_dir)
@@ -209,6 +251,45 @@ def _resolve(args: argparse.Namespace) -> None:
         if env not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
             raise SystemExit(f"collab: COLLAB_HISTORY: invalid boolean value: {env!r}")
         args.history = env in ("", "1", "true", "yes", "on")
+    if args.webhook_include_text is None:
+        env = (_env("webhook_include_text") or "").strip().lower()
+        if env not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise SystemExit(f"collab: COLLAB_WEBHOOK_INCLUDE_TEXT: invalid boolean value: {env!r}")
+        args.webhook_include_text = env in ("1", "true", "yes", "on")
+
+
+def _listed(values: list[str] | None, option: str) -> tuple[str, ...]:
+    """Repeated flags (each may be comma-separated), else ``COLLAB_<OPTION>``'s commas."""
+    joined = ",".join(values) if values is not None else _env(option) or ""
+    return tuple(v.strip() for v in joined.split(",") if v.strip())
+
+
+def _webhooks(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``webhook*`` settings that are not plain numbers, checked."""
+    from .core import webhooks
+
+    urls = _listed(args.webhooks, "webhook")
+    secrets = _listed(args.webhook_secrets, "webhook_secret")
+    try:
+        for url in urls:
+            webhooks.check_url(url)
+        for secret in secrets:
+            webhooks.parse_secret(secret)
+        events = _DEFAULTS.webhook_events
+        if args.webhook_events is not None or _env("webhook_events") is not None:
+            events = webhooks.parse_events(_listed(
+                None if args.webhook_events is None else [args.webhook_events], "webhook_events"
+            ))  # fmt: skip
+    except ValueError as exc:
+        raise SystemExit(f"collab: {exc}") from None
+    if urls and not secrets:
+        raise SystemExit("collab: --webhook needs --webhook-secret whsec_... to sign with")
+    return {
+        "webhooks": urls,
+        "webhook_secrets": secrets,
+        "webhook_events": events,
+        "webhook_include_text": args.webhook_include_text,
+    }
 
 
 def _operations(args: argparse.Namespace) -> dict[str, Any]:
@@ -237,6 +318,7 @@ def _config(args: argparse.Namespace) -> Config:
     _resolve(args)
     values = {option: getattr(args, option) for option, _, _ in _OPTIONS}
     values.update(_operations(args))
+    values.update(_webhooks(args))
     origins = args.allow_origins
     if origins is None:  # the flags win over the variable, as for every option
         origins = [o.strip() for o in (_env("allow_origin") or "").split(",") if o.strip()]
@@ -363,6 +445,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return admin.run(args)
     if args.command == "compact":
         return _compact(args.data_dir)
+    if args.command == "webhook-secret":
+        from .core.webhooks import encode_secret
+
+        print(encode_secret(os.urandom(32)))
+        return 0
     try:
         config = _config(args)
     except SystemExit as exc:  # a reason: bad configuration, status 2 as for bad flags

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .webhooks import DEFAULT_EVENTS
+
 __all__ = ["Config", "FsyncPolicy", "check_base_path"]
 
 FsyncPolicy = Literal["always", "interval", "never"]
@@ -94,6 +96,22 @@ class Config:
     history_max_interval: float = 600.0
     history_keep_all: float = 86400.0
     history_max_versions: int = 500
+    # Webhooks (``server.webhooks``): POSTed to every URL, signed with every
+    # ``whsec_`` secret; ``document.changed`` after ``webhook_debounce`` s quiet,
+    # at most ``webhook_max_wait`` s after the first change; retries back off from
+    # ``webhook_retry_delay`` to ``webhook_retry_max`` s, ``webhook_retries`` times.
+    webhooks: tuple[str, ...] = field(default_factory=tuple)
+    webhook_secrets: tuple[str, ...] = field(default_factory=tuple)
+    webhook_events: tuple[str, ...] = DEFAULT_EVENTS
+    webhook_include_text: bool = False
+    webhook_debounce: float = 2.0
+    webhook_max_wait: float = 10.0
+    webhook_timeout: float = 10.0
+    webhook_retries: int = 10
+    webhook_retry_delay: float = 5.0
+    webhook_retry_max: float = 1800.0
+    webhook_queue: int = 1000
+    webhook_grace: float = 5.0
 
 
 _BASE_PATH = re.compile(r"(/[A-Za-z0-9_~.-]+)*")

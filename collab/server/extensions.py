@@ -9,7 +9,7 @@ An ``Extension`` overrides the hooks it needs; ``Hub(extensions=[...])`` (or
 * "after" hooks, ``on_joined``, ``on_change``, ``on_stored``,
   ``on_disconnect``, ``on_delete``, ``on_version``, ``on_restore`` and
   ``on_audit``, are queued and run later, one at a time, off
-  the message path.
+  the message path. ``on_close`` runs once at shutdown, after them.
   A hook that raises is logged and counted; sync never waits for or breaks on
   one. Past ``MAX_QUEUED`` waiting events new ones are dropped (logged).
 
@@ -176,6 +176,9 @@ class Extension:
     def on_audit(self, event: AuditEvent) -> Awaitable[None] | None:
         """After a document was created, replaced, deleted or restored (see ``AuditEvent``)."""
 
+    def on_close(self) -> Awaitable[None] | None:
+        """At shutdown, after every queued hook ran: finish what you hold (webhooks)."""
+
 
 _HOOKS = (
     "on_connect",
@@ -202,6 +205,7 @@ class Extensions:
         self._queue: deque[tuple[_Hook, Any]] = deque()
         self._runner: asyncio.Task[None] | None = None
         self._idle: asyncio.Event | None = None
+        self._closers: list[Callable[[], Awaitable[None] | None]] = []
         self.add(*extensions)
 
     def add(self, *extensions: Extension) -> None:
@@ -212,6 +216,9 @@ class Extensions:
                 base = getattr(Extension, name)
                 if hook is not None and getattr(hook, "__func__", None) is not base:
                     self.hooks[name].append(hook)
+            closer = getattr(extension, "on_close", None)
+            if closer is not None and getattr(closer, "__func__", None) is not Extension.on_close:
+                self._closers.append(closer)
 
     def wants(self, name: str) -> bool:
         """True if some extension overrides hook ``name`` (build its event only then)."""
@@ -259,6 +266,19 @@ class Extensions:
         while self._runner is not None:
             await asyncio.shield(self._runner)
 
+    async def close(self) -> None:
+        """Run every ``on_close``, in order, then what they queued (shutdown)."""
+        await self.drain()
+        for closer in self._closers:
+            try:
+                result = closer()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                self.errors += 1
+                log.exception("extension hook %s failed", _name(closer))
+        await self.drain()
+
     async def _run(self) -> None:
         try:
             while self._queue:
@@ -274,7 +294,7 @@ class Extensions:
             self._runner = None
 
 
-def _name(hook: _Hook) -> str:
+def _name(hook: Callable[..., object]) -> str:
     owner = getattr(hook, "__self__", None)
     return f"{type(owner).__name__}.{hook.__name__}" if owner is not None else repr(hook)
 
@@ -310,6 +330,12 @@ class Debounce:
         delay = policy.debounce_delay(first, now, now, self.quiet, self.max_delay)
         timer = asyncio.get_running_loop().call_later(delay, self._due, key)
         self._pending[key] = (first, now, timer)
+
+    def cancel(self, key: Hashable) -> None:
+        """Forget ``key``'s pending call (its document was deleted)."""
+        pending = self._pending.pop(key, None)
+        if pending is not None:
+            pending[2].cancel()
 
     def _due(self, key: Hashable) -> None:
         self._pending.pop(key, None)

@@ -353,6 +353,7 @@ class Hub:
         if self.history is not None:
             await self.history.close()  # pending changes become versions ("stop")
             await self.extensions.drain()
+        await self.extensions.close()  # on_close: e.g. webhooks send what they hold
         self.offload.close()
         if self._owned_store is not None:
             await self._owned_store.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -64,6 +64,29 @@ class Metrics:
             "collab_refusals",
             "Requests, connections and updates refused by a quota, by reason",
             ["reason"],
+            registry=self.registry,
+        )
+        self.webhook_events = Counter(
+            "collab_webhook_events",
+            "Webhook events queued for delivery, by type (once per endpoint)",
+            ["type"],
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Counter(
+            "collab_webhook_deliveries",
+            "Webhook delivery attempts and give-ups, by outcome "
+            "(ok, retry, failed, dropped, disabled)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.webhook_queue = Gauge(
+            "collab_webhook_queue",
+            "Webhook events waiting or in flight, all endpoints",
+            registry=self.registry,
+        )
+        self.webhook_seconds = Histogram(
+            "collab_webhook_seconds",
+            "Time a webhook receiver took to answer",
             registry=self.registry,
         )
         self.registry.register(_Sampler(self))

@@ -72,11 +72,16 @@ def make_app(
     page is ``/collab/``, the sync endpoint ``/collab/ws/<name>``).
 
     Raises:
-        ValueError: a malformed ``base_path`` or ``trusted_proxies``, or a JWT key
-            that cannot be used (``JwtAuthorizer.from_config``).
+        ValueError: a malformed ``base_path`` or ``trusted_proxies``, a JWT key
+            that cannot be used (``JwtAuthorizer.from_config``), or bad webhook
+            settings (``server.webhooks.Webhooks``).
     """
     config = config or Config()
     hub = hub or Hub(config)
+    if config.webhooks:  # --webhook: the extension with Tornado's HTTP client
+        from .webhooks import webhooks
+
+        extensions = [webhooks(hub, config), *extensions]
     authorize: Authorize = JwtAuthorizer.from_config(config) or allow_all
     static = Path(config.web_dir) if config.web_dir else static_dir()
     base = check_base_path(config.base_path)

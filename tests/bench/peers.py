@@ -82,6 +82,33 @@ def _collab(key: str, label: str, *args: str, persistent: bool = True) -> Peer:
     return Peer(key, label, True, "collab", args, persistent)
 
 
+def _hung_listener() -> int:
+    """A loopback port that accepts connections (the kernel's backlog) and never answers."""
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(4096)
+    _keep.append(hung)  # open as long as the benchmark runs
+    return int(hung.getsockname()[1])
+
+
+_keep: list[socket.socket] = []
+_WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+_ALL_EVENTS = "document.created,document.changed,document.deleted,version.created," \
+    "document.restored,connection.opened,connection.closed"  # fmt: skip
+
+
+def _webhooks_to_nowhere() -> tuple[str, ...]:
+    """Every event to a receiver that hangs and to a port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        refused = int(s.getsockname()[1])
+    return (
+        "--webhook", f"http://127.0.0.1:{_hung_listener()}/hook",
+        "--webhook", f"http://127.0.0.1:{refused}/hook",
+        "--webhook-secret", _WEBHOOK_SECRET, "--webhook-events", _ALL_EVENTS,
+    )  # fmt: skip
+
+
 PEERS = {
     p.key: p
     for p in [
@@ -92,6 +119,7 @@ PEERS = {
         Peer("relay", "relay (no CRDT)", False, "relay"),
         _collab("collab-always", "collab --fsync always", "--fsync", "always"),
         _collab("collab-never", "collab --fsync never", "--fsync", "never"),
+        _collab("collab-webhooks", "collab, webhooks: hung + refused", *_webhooks_to_nowhere()),
     ]
 }
 

@@ -1,0 +1,58 @@
+"""The HTTP client webhooks are sent with: Tornado's, redirects never followed.
+
+``webhooks(hub)`` is the ``server.webhooks.Webhooks`` extension with this
+transport, for ``make_app`` and for hosts that embed collab.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+from ..core.config import Config
+from ..server.hub import Hub
+from ..server.webhooks import Claim, Reply, Webhooks
+
+__all__ = ["HttpTransport", "webhooks"]
+
+CONNECT_TIMEOUT = 5.0
+
+
+class HttpTransport:
+    """POST with Tornado's ``AsyncHTTPClient``: its own instance, no redirects,
+    the answer's body read and thrown away."""
+
+    def __init__(self, max_clients: int = 16) -> None:
+        self.client = AsyncHTTPClient(force_instance=True, max_clients=max_clients)
+
+    async def __call__(
+        self, url: str, headers: Mapping[str, str], body: bytes, timeout: float
+    ) -> Reply:
+        request = HTTPRequest(
+            url,
+            method="POST",
+            headers=dict(headers),
+            body=body,
+            follow_redirects=False,
+            connect_timeout=min(CONNECT_TIMEOUT, timeout),
+            request_timeout=timeout,
+            decompress_response=False,
+            streaming_callback=lambda chunk: None,  # never hold a receiver's body
+        )
+        response = await self.client.fetch(request, raise_error=False)
+        if response.code == 599:  # no HTTP answer: refused, reset, timed out
+            raise response.error or ConnectionError("no answer")
+        return Reply(response.code, response.headers.get("Retry-After"))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def webhooks(hub: Hub, config: Config | None = None, claim: Claim | None = None) -> Webhooks:
+    """The webhooks extension of ``hub`` (settings from ``config`` or ``hub.config``).
+
+    Raises:
+        ValueError: a bad URL, secret or event name, or URLs without a secret.
+    """
+    return Webhooks(hub, HttpTransport(), config, claim)
