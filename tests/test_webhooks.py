@@ -379,6 +379,20 @@ async def test_a_shared_claim_sends_each_event_once_across_processes(receiver):
     assert len(claimed) == 2
 
 
+async def test_in_cluster_mode_redis_claims_each_event_once(receiver, redis_server, redis_prefix):
+    config = Config(data_dir=None, webhooks=(receiver.url,), redis_url=redis_server.url,
+                    redis_prefix=redis_prefix, **FAST)  # fmt: skip
+    hubs = [Hub(config) for _ in range(2)]  # two processes of one cluster
+    for hub in hubs:
+        await hub.start()
+        hub.use(webhooks(hub))  # the claim is the Redis store's (SET NX)
+        hub.extensions.after("on_version", VersionEvent("doc", "3", None, "quiet", (), 1.0))
+    for hub in hubs:
+        await hub.close(timeout=1)
+    assert len(receiver.of("version.created")) == 1
+    assert redis_server.client().keys(f"{redis_prefix}:claim:*")
+
+
 async def test_when_the_claim_fails_the_event_is_sent_anyway(receiver):
     async def claim(event_id: str) -> bool:
         raise ConnectionError("redis down")

@@ -52,7 +52,12 @@ class HttpTransport:
 def webhooks(hub: Hub, config: Config | None = None, claim: Claim | None = None) -> Webhooks:
     """The webhooks extension of ``hub`` (settings from ``config`` or ``hub.config``).
 
+    In cluster mode (``hub.store`` is a ``RedisStore``) the default ``claim``
+    is the store's: each event id is sent by the first process that claims it.
+
     Raises:
         ValueError: a bad URL, secret or event name, or URLs without a secret.
     """
+    if claim is None:
+        claim = getattr(hub.store, "claim", None)
     return Webhooks(hub, HttpTransport(), config, claim)

@@ -514,6 +514,16 @@ class RedisStore:
             self.pid,
         )
 
+    async def claim(self, key: str, ttl: float = 86400.0) -> bool:
+        """True for the first process of the cluster to claim ``key`` (``SET NX``).
+
+        For work done once cluster-wide, such as sending a webhook event.
+        """
+        await self.start()
+        claimed = await self.redis.set(f"{self.keys.prefix}:claim:{key}", self.pid, nx=True,
+                                       ex=int(ttl))  # fmt: skip
+        return bool(claimed)
+
     async def load_library(self) -> None:
         await self.redis.function_load(LIBRARY, replace=True)
 
