@@ -58,6 +58,9 @@ def webhooks(hub: Hub, config: Config | None = None, claim: Claim | None = None)
     Raises:
         ValueError: a bad URL, secret or event name, or URLs without a secret.
     """
-    if claim is None:
-        claim = getattr(hub.store, "claim", None)
+    if claim is None and hub.config.redis_url:
+        from ..storage.redis.store import RedisStore
+
+        if isinstance(hub.store, RedisStore):
+            claim = hub.store.claim
     return Webhooks(hub, HttpTransport(), config, claim)
