@@ -24,6 +24,7 @@ __all__ = [
     "ROOT",
     "ServerProcess",
     "launch_chromium",
+    "open_as",
     "require",
     "wait_until",
 ]
@@ -56,3 +57,34 @@ def sync_playwright() -> Any:
         require(False, "Playwright is not installed: run `make install-test`")
         raise
     return start()
+
+
+def open_as(
+    browser: Any,
+    url: str,
+    user: dict[str, str],
+    contexts: list[Any],
+    width: int = 1280,
+    height: int = 720,
+    timeout_ms: int = 15_000,
+) -> Any:
+    """Open ``url`` as ``user`` (name and colour in localStorage) in a new browser context.
+
+    The context is appended to ``contexts`` for the caller to close. Returns the
+    page once its status is "online"; a page error fails the test.
+    """
+    import json
+
+    import pytest
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": width, "height": height})
+    context.set_default_timeout(timeout_ms)
+    saved = json.dumps(json.dumps(user))
+    context.add_init_script(f"localStorage.setItem('collab.user', {saved})")
+    contexts.append(context)
+    page = context.new_page()
+    page.on("pageerror", lambda exc: pytest.fail(f"page error: {exc}"))
+    page.goto(url)
+    expect(page.locator("#status")).to_have_attribute("data-status", "online", timeout=timeout_ms)
+    return page

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser import ROOT, ServerProcess, require
+from tests.browser import ROOT, ServerProcess, open_as, require
 from tests.redis_server import RedisServer, require_redis
 
 try:
@@ -33,22 +32,11 @@ def two_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Ser
     redis.stop()
 
 
-def open_page(browser: Any, server: ServerProcess, name: str, user: dict[str, str]) -> Any:
-    context = browser.new_context()
-    context.set_default_timeout(TIMEOUT_MS)
-    saved = json.dumps(json.dumps(user))
-    context.add_init_script(f"localStorage.setItem('collab.user', {saved})")
-    page = context.new_page()
-    page.on("pageerror", lambda exc: pytest.fail(f"page error: {exc}"))
-    page.goto(f"{server.url}/d/{name}")
-    expect(page.locator("#status")).to_have_attribute("data-status", "online", timeout=TIMEOUT_MS)
-    return page
-
-
 def test_people_on_two_processes_edit_and_see_each_other(browser, two_processes):
     a, b = two_processes
-    alice = open_page(browser, a, "together", {"name": "Alice", "color": "#3e63dd"})
-    bob = open_page(browser, b, "together", {"name": "Bob", "color": "#e5484d"})
+    contexts: list[Any] = []
+    alice = open_as(browser, f"{a.url}/d/together", {"name": "Alice", "color": "#3e63dd"}, contexts)
+    bob = open_as(browser, f"{b.url}/d/together", {"name": "Bob", "color": "#e5484d"}, contexts)
     alice.locator(".cm-content").focus()
     alice.keyboard.type("Hello from process A. ")
     bob.wait_for_function(
@@ -64,3 +52,5 @@ def test_people_on_two_processes_edit_and_see_each_other(browser, two_processes)
     # presence crosses processes: each page lists the other person
     expect(alice.locator("body")).to_contain_text("Bob")
     expect(bob.locator("body")).to_contain_text("Alice")
+    for context in contexts:
+        context.close()

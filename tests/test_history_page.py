@@ -15,7 +15,7 @@ from typing import Any
 import jwt
 import pytest
 
-from .browser import ROOT, ServerProcess, require, wait_until
+from .browser import ROOT, ServerProcess, open_as, require, wait_until
 
 try:
     from playwright import sync_api
@@ -78,16 +78,7 @@ def open_page(browser: Any, server: ServerProcess) -> Iterator[Callable[..., Any
     contexts: list[Any] = []
 
     def open_(tok: str, user: dict[str, str], hash: str = "") -> Any:
-        context = browser.new_context(viewport={"width": 1280, "height": 720})
-        context.set_default_timeout(TIMEOUT_MS)
-        saved = json.dumps(json.dumps(user))
-        context.add_init_script(f"localStorage.setItem('collab.user', {saved})")
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda exc: pytest.fail(f"page error: {exc}"))
-        page.goto(f"{server.url}/d/trip?token={tok}{hash}")
-        expect(page.locator("#status")).to_have_attribute("data-status", "online")
-        return page
+        return open_as(browser, f"{server.url}/d/trip?token={tok}{hash}", user, contexts)
 
     yield open_
     for context in contexts:

@@ -8,7 +8,6 @@ control no sub is ever shown, since only the client could have set it.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from urllib.parse import quote
 import jwt
 import pytest
 
-from .browser import ROOT, ServerProcess, require
+from .browser import ROOT, ServerProcess, open_as, require
 
 try:
     from playwright import sync_api
@@ -62,16 +61,8 @@ def open_editor(browser: Any) -> Iterator[Callable[..., Any]]:
     contexts: list[Any] = []
 
     def open_(server: ServerProcess, name: str, user: dict[str, str], query: str = "") -> Any:
-        context = browser.new_context(viewport={"width": 1280, "height": 640})
-        context.set_default_timeout(TIMEOUT_MS)
-        saved = json.dumps(json.dumps(user))
-        context.add_init_script(f"localStorage.setItem('collab.user', {saved})")
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda exc: pytest.fail(f"page error: {exc}"))
-        page.goto(f"{server.url}/d/{quote(name, safe='')}{query}")
-        expect(page.locator("#status")).to_have_attribute("data-status", "online")
-        return page
+        url = f"{server.url}/d/{quote(name, safe='')}{query}"
+        return open_as(browser, url, user, contexts, height=640)
 
     yield open_
     for context in contexts:
