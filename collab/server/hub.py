@@ -10,7 +10,6 @@ anything carrying it is sent to anyone.
 from __future__ import annotations
 
 import itertools
-import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,8 +35,6 @@ from .session import Peer, Session
 from .sockets import Gateway, SocketLimits, Sockets
 
 __all__ = ["DocSummary", "Hub"]
-
-log = logging.getLogger("collab.hub")
 
 
 @dataclass(frozen=True)
