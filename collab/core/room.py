@@ -140,7 +140,11 @@ class Room:
 
     def restore(self, updates: Iterable[bytes]) -> None:
         """Apply stored updates (not logged again, not relayed); never refused."""
-        size = _apply_all(self.doc, updates)
+        self.doc.unobserve(self._subscription)  # nothing to log: skip encoding each batch
+        try:
+            size = _apply_all(self.doc, updates)
+        finally:
+            self._subscription = self.doc.observe(self._on_transaction)
         self._changes.clear()
         self.budget.grow(size)  # what is stored bounds the state: measured when it matters
 

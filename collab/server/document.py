@@ -40,6 +40,7 @@ from ..storage.base import Cursor, DocumentLog, Loaded, Presence, Record
 from .cluster import Backplane
 from .extensions import ChangeEvent, DisconnectEvent, Extensions, StoredEvent
 from .metrics import Metrics
+from .offload import SLOW_SECONDS, Offload, log_slow
 from .session import Peer, Session
 
 __all__ = ["Document", "Phase"]
@@ -111,9 +112,22 @@ class Document:
 
     # -- phases -------------------------------------------------------------------
 
+    async def load(self, loaded: Loaded, crdt: Offload | None = None) -> None:
+        """Apply what the store had (a large document in ``crdt``'s thread: nothing else
+        touches the room while it loads); the document is open from now on."""
+        if crdt is None:
+            self.restore(loaded)
+            return
+        size = sum(len(update) for update in loaded.updates)
+        await crdt.run(self.name, "load", size, lambda: self.room.restore(loaded.updates))
+        self._opened(loaded)
+
     def restore(self, loaded: Loaded) -> None:
-        """Apply what the store had; the document is open from now on."""
+        """Apply what the store had, on the loop; the document is open from now on."""
         self.room.restore(loaded.updates)
+        self._opened(loaded)
+
+    def _opened(self, loaded: Loaded) -> None:
         self.cursor = loaded.cursor
         self.unsnapshotted = len(loaded.records)
         self.exists = loaded.state is not None or bool(loaded.records)
@@ -193,11 +207,14 @@ class Document:
         if self.phase is not Phase.OPEN:
             raise _gone(self.phase)
         self.metrics.bytes_in += len(data)
+        start = time.perf_counter()
         try:
             effects = self.room.receive(session.peer, data, writable=session.writable)
         except DocumentTooLarge:
             self.metrics.refusals.labels("document_bytes").inc()
             raise
+        if time.perf_counter() - start >= SLOW_SECONDS:
+            log_slow(self.name, f"message (type {data[0]})", len(data), start)
         if effects.foreign:
             self.metrics.awareness_foreign += effects.foreign
         if self.presence is not None and effects.relay and data[0] == _AWARENESS:
@@ -390,7 +407,9 @@ class Document:
                     return  # deleted or failed meanwhile
                 if self.unsnapshotted <= 0 and not force:
                     return
+                start = time.perf_counter()
                 state, upto, count = self.room.doc.get_update(), self.cursor, self.unsnapshotted
+                log_slow(self.name, "snapshot encoding", len(state), start)
                 start = time.perf_counter()
                 try:
                     await self.log.compact(state, upto)
