@@ -106,3 +106,42 @@ async def test_a_blocked_loop_shows_in_the_loop_lag_metric(hub):
     time.sleep(0.6)  # hold the loop past a whole interval, as a huge apply on it would
     await eventually(lambda: _lag_samples(hub, "+Inf") > _lag_samples(hub, "0.25"))
     assert hub.lag.worst >= 0.25
+
+
+async def test_a_huge_update_is_applied_off_the_loop_and_later_messages_wait_behind_it(
+    hub, monkeypatch
+):
+    started, release = threading.Event(), threading.Event()
+    held = {"threads": [], "timed_out": False}
+    receive = Room.receive
+
+    def held_receive(room: Room, peer, data: bytes, *, writable: bool = True):
+        if len(data) >= hub.registry.crdt.heavy_bytes:
+            held["threads"].append(threading.current_thread().name)
+            started.set()
+            held["timed_out"] = not release.wait(timeout=3)
+        return receive(room, peer, data, writable=writable)
+
+    monkeypatch.setattr(Room, "receive", held_receive)
+    editor = Editor(client_id=9)
+    huge, tail = editor.type(BIG), editor.type(" and a tail")
+    writer, watcher = RecordingPeer("w"), RecordingPeer("watch")
+    big = await hub.join("big", writer)
+    await hub.join("big", watcher)
+    elsewhere, reader = await hub.join("other", RecordingPeer("a")), RecordingPeer("b")
+    await hub.join("other", reader)
+
+    big.receive(huge)
+    big.receive(tail)  # must wait behind the huge one, not overtake it
+    text = asyncio.ensure_future(hub.get_text("big"))  # waits until the room is quiet
+    await eventually(started.is_set)
+    elsewhere.receive(Editor(client_id=5).type("still relayed"))
+    seen = reader.doc.get("content", type=Text)
+    await eventually(lambda: str(seen) == "still relayed", timeout=2)
+    assert not text.done()
+    release.set()
+
+    assert await text == BIG + " and a tail"
+    watched = watcher.doc.get("content", type=Text)
+    await eventually(lambda: str(watched) == BIG + " and a tail")
+    assert held == {"threads": ["collab-crdt_0"], "timed_out": False}

@@ -213,9 +213,14 @@ def decode(data: bytes) -> Message:
         ProtocolError: the bytes are not exactly one well-formed message. The
             caller closes the connection with ``ProtocolError.close_code``.
     """
-    if len(data) > 3 and data[0] == MessageType.SYNC and data[1] == SyncType.UPDATE:
-        if data[2] < 0x80 and len(data) == 3 + data[2]:  # a keystroke: decoded at a glance
-            return Update(data[3:])
+    if (  # a keystroke: decoded at a glance
+        len(data) > 3
+        and data[0] == MessageType.SYNC
+        and data[1] == SyncType.UPDATE
+        and data[2] < 0x80
+        and len(data) == 3 + data[2]
+    ):
+        return Update(data[3:])
     reader = _Reader(data)
     kind = reader.varuint()
     message: Message

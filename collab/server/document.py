@@ -45,6 +45,7 @@ from .session import Peer, Session
 
 __all__ = ["Document", "Phase"]
 
+_SYNC, _STEP1 = 0, 0  # the first two bytes of a sync step 1 message
 _AWARENESS = 1  # the first byte of a y-protocols awareness message
 
 log = logging.getLogger("collab.hub")
@@ -103,6 +104,9 @@ class Document:
         self._held: deque[_Held] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._outgoing: list[tuple[Peer | None, list[bytes]]] = []
+        self.crdt: Offload | None = None  # where heavy messages are applied (set by ``load``)
+        self._inbox: deque[tuple[Session, bytes] | Sequence[Record]] | None = None
+        self._busy: asyncio.Task[None] | None = None  # the room is the CRDT thread's meanwhile
         self._settled: asyncio.Future[None] | None = None
         self._on_failed = on_failed
         self._on_idle = on_idle
@@ -118,6 +122,7 @@ class Document:
         if crdt is None:
             self.restore(loaded)
             return
+        self.crdt = crdt
         size = sum(len(update) for update in loaded.updates)
         await crdt.run(self.name, "load", size, lambda: self.room.restore(loaded.updates))
         self._opened(loaded)
@@ -156,7 +161,16 @@ class Document:
 
     @property
     def idle(self) -> bool:
-        return not self.sessions and self.phase is Phase.OPEN
+        return not self.sessions and self.phase is Phase.OPEN and self._busy is None
+
+    async def quiet(self) -> None:
+        """Return once no heavy message is being applied: the room may be read or changed.
+
+        Call it before touching ``room`` from outside the message path, and do
+        so before the next ``await``.
+        """
+        while self._busy is not None:
+            await asyncio.shield(self._busy)
 
     # -- sessions -----------------------------------------------------------------
 
@@ -207,6 +221,9 @@ class Document:
         if self.phase is not Phase.OPEN:
             raise _gone(self.phase)
         self.metrics.bytes_in += len(data)
+        if self._inbox is not None or self._heavy(data):  # in order, behind the heavy one
+            self._queue((session, data))
+            return
         start = time.perf_counter()
         try:
             effects = self.room.receive(session.peer, data, writable=session.writable)
@@ -215,6 +232,9 @@ class Document:
             raise
         if time.perf_counter() - start >= SLOW_SECONDS:
             log_slow(self.name, f"message (type {data[0]})", len(data), start)
+        self._received(session, data, effects)
+
+    def _received(self, session: Session, data: bytes, effects: Effects) -> None:
         if effects.foreign:
             self.metrics.awareness_foreign += effects.foreign
         if self.presence is not None and effects.relay and data[0] == _AWARENESS:
@@ -227,6 +247,57 @@ class Document:
             if not self.exists:
                 self._created(session.permission.user, session.remote, session.id)
         self._carry_out(session.peer, cursor, effects)
+
+    def _heavy(self, data: bytes) -> bool:
+        """Would ``data`` take the loop long: a large update, or a sync step 1 of a large room?"""
+        crdt = self.crdt
+        if crdt is None or data[0] != _SYNC:
+            return False
+        return len(data) >= crdt.heavy_bytes or (
+            len(data) > 1 and data[1] == _STEP1 and self.room.budget.estimate >= crdt.heavy_bytes
+        )
+
+    def _queue(self, item: tuple[Session, bytes] | Sequence[Record]) -> None:
+        if self._inbox is None:
+            self._inbox = deque()
+            self._busy = asyncio.get_running_loop().create_task(self._work_inbox())
+        self._inbox.append(item)
+
+    async def _work_inbox(self) -> None:
+        """Take queued messages in order: heavy ones in the CRDT thread, the rest here."""
+        try:
+            while self._inbox and self.phase is Phase.OPEN:
+                item = self._inbox.popleft()
+                if not isinstance(item, tuple):
+                    self._remote(item)
+                    continue
+                session, data = item
+                if session.peer not in self.sessions:
+                    continue  # gone meanwhile
+                try:
+                    effects = await self._receive_heavy(session, data)
+                    self._received(session, data, effects)
+                except CollabError as exc:
+                    log.info("%r refused for %r: %s", session, self.name, exc.reason)
+                    session.peer.close(exc.close_code, exc.reason)
+                except Exception:
+                    log.exception("error handling a message for %r", self.name)
+                    session.peer.close(1011, "internal error")
+        finally:
+            self._inbox = None
+            self._busy = None
+
+    async def _receive_heavy(self, session: Session, data: bytes) -> Effects:
+        assert self.crdt is not None
+        peer, writable = session.peer, session.writable
+        size = len(data) if len(data) >= self.crdt.heavy_bytes else self.room.budget.estimate
+        try:
+            return await self.crdt.run(
+                self.name, "message", size, lambda: self.room.receive(peer, data, writable=writable)
+            )
+        except DocumentTooLarge:
+            self.metrics.refusals.labels("document_bytes").inc()
+            raise
 
     def _carry_out(self, sender: Peer | None, cursor: Cursor | None, effects: Effects) -> None:
         """Deliver ``effects`` now, or hold them until ``cursor`` is durable."""
@@ -306,6 +377,12 @@ class Document:
         """
         if self.phase is not Phase.OPEN:
             return
+        if self._inbox is not None:
+            self._queue(records)  # in order, behind the heavy message being applied
+            return
+        self._remote(records)
+
+    def _remote(self, records: Sequence[Record]) -> None:
         self.exists = True  # another process wrote it
         for record in records:
             try:
@@ -335,6 +412,9 @@ class Document:
         """The store may have lost writes: take what it has, give back what it lacks."""
         if self.phase is not Phase.OPEN:
             return
+        if self._busy is not None:
+            asyncio.get_running_loop().create_task(self._resync_later(loaded))
+            return
         missing = self.room.missing(loaded.updates)
         for update in loaded.updates:
             try:
@@ -344,6 +424,10 @@ class Document:
         if missing is not None:
             log.warning("the store lacked updates of %r: writing them back", self.name)
             self.append(missing, "resync")
+
+    async def _resync_later(self, loaded: Loaded) -> None:
+        await self.quiet()
+        self.resync(loaded)
 
     # -- the log ------------------------------------------------------------------
 
@@ -407,6 +491,7 @@ class Document:
                     return  # deleted or failed meanwhile
                 if self.unsnapshotted <= 0 and not force:
                     return
+                await self.quiet()
                 start = time.perf_counter()
                 state, upto, count = self.room.doc.get_update(), self.cursor, self.unsnapshotted
                 log_slow(self.name, "snapshot encoding", len(state), start)
@@ -433,6 +518,7 @@ class Document:
 
         ``sub`` and ``remote`` name who did it, should it create the document.
         """
+        await self.quiet()
         if self.phase is not Phase.OPEN:
             raise _gone(self.phase)
         try:
@@ -452,6 +538,7 @@ class Document:
             DocumentTooLarge: it would grow the document past its limit.
             BadUpdate: the CRDT refused it.
         """
+        await self.quiet()
         if self.phase is not Phase.OPEN:
             raise _gone(self.phase)
         try:

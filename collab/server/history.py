@@ -282,6 +282,7 @@ class History(Extension):
             pending.timer.cancel()
         doc = doc or (pending.doc if pending is not None else self.registry.get(name))
         if doc is not None:
+            await doc.quiet()
             state, text = doc.room.doc.get_update(), doc.room.text  # one step on the loop
         elif pending is not None and pending.captured is not None:
             state, text = pending.captured  # unloaded since
@@ -396,11 +397,13 @@ class History(Extension):
         target = found[1]
         who = Author(sub, None, None)
         async with self._lock(name):
+            await doc.quiet()
             if doc.room.text == target:
                 return Restored(id, None, None, False)
             before = await self._cut(name, "pre-restore", force=True, doc=doc)
             if before is None:
                 raise OSError("the current text could not be kept as a version")
+            await doc.quiet()
             base, sv, old = doc.room.doc.get_update(), doc.room.doc.get_state(), doc.room.text
             update = await self.offload(restore_update, base, sv, old, target)
             await doc.apply_update(update, author, sub=sub, remote=remote)

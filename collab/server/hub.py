@@ -212,6 +212,7 @@ class Hub:
         if 0 < cap <= len(doc.sessions):
             raise PolicyViolation(f"too many connections to this document (limit {cap})")
         session = Session(doc, peer, permission, id, remote)
+        await doc.quiet()  # its state vector is read now
         doc.add(session)
         if self.extensions.wants("on_joined"):
             self.extensions.after("on_joined", ConnectEvent(name, id, permission))
@@ -232,6 +233,7 @@ class Hub:
         if self.registry.get(name) is None and await self.store.info(name) is None:
             return None
         doc = await self.registry.open(name)
+        await doc.quiet()
         self.registry.release_if_idle(doc)
         return doc.room.text
 
@@ -250,6 +252,7 @@ class Hub:
         """
         doc = await self.registry.open(name)
         try:
+            await doc.quiet()
             room = doc.room
             base, sv, old = room.doc.get_update(), room.doc.get_state(), room.text
             if old != text:  # the minimal diff, on a fork in a worker thread
