@@ -114,6 +114,7 @@ class Document:
     def restore(self, loaded: Loaded) -> None:
         """Apply what the store had; the document is open from now on."""
         self.room.restore(loaded.updates)
+        self.room.generation = loaded.generation  # "": the store keeps none
         self.cursor = loaded.cursor
         self.unsnapshotted = len(loaded.records)
         self.exists = loaded.state is not None or bool(loaded.records)

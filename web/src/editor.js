@@ -15,11 +15,12 @@ import { markdown } from '@codemirror/lang-markdown'
 import { highlightSelectionMatches, searchKeymap } from '@codemirror/search'
 
 import {
-  COLOR_NAMES, PALETTE, api, apiUrl, claims, editorHref, h, homeHref, initials, lighten, loadUser, nameOfPath,
-  saveUser, syncUrl, toast, token
+  COLOR_NAMES, PALETTE, api, apiUrl, claims, editorHref, h, homeHref, initials, keepPagesOffline, lighten,
+  loadUser, nameOfPath, saveUser, syncUrl, toast, token
 } from './common.js'
 import { remoteCarets, safeColor, safeName, verifiedSub } from './carets.js'
 import { Reconnector, keepAlive } from './connection.js'
+import { SaveTracker } from './saved.js'
 import { theme } from './theme.js'
 import { setupHistory } from './history.js'
 
@@ -55,6 +56,8 @@ publishMe()
 // A read-only token: the server would drop our edits, so do not let anyone type them.
 const readOnly = claims.mode === 'ro'
 $('read-only').hidden = !readOnly
+// Are our edits saved? (Rendered under "saved" below; its events come once connected.)
+const tracker = new SaveTracker({ provider, offlineCopy, readOnly, onChange: () => renderSaved() })
 
 const undoManager = new Y.UndoManager(ytext) // yCollab tracks only this page's own edits
 const view = new EditorView({
@@ -116,7 +119,20 @@ const renderStatus = (state) => {
   statusEl.title = title
   banner.hidden = state.status !== 'refused'
   if (state.status === 'refused') $('banner-text').textContent = state.message
-  if (state.code === 4404) offlineCopy.clearData() // never resurrect a deleted document
+  if (state.code === 4404 && !dropped) dropped = dropOfflineCopy() // never resurrect a deleted document
+  renderSaved()
+}
+
+// The offline copy of a deleted document (or of an older one of the same name)
+// goes, and "Reconnect" then starts from an empty page: the copy in memory must
+// not sync back either.
+let dropped = null
+const dropOfflineCopy = async () => {
+  await offlineCopy.clearData()
+  await new Promise((resolve) => { // clearData does not wait for the deletion itself
+    const request = indexedDB.deleteDatabase(offlineCopy.name)
+    request.onsuccess = request.onerror = request.onblocked = resolve
+  })
 }
 
 const reconnector = new Reconnector(provider, {
@@ -127,8 +143,42 @@ setInterval(() => {
   if (reconnector.state.status === 'offline') renderStatus(reconnector.state)
 }, 1000)
 keepAlive(provider)
-$('banner-retry').addEventListener('click', () => reconnector.retry())
+$('banner-retry').addEventListener('click', () => {
+  if (dropped) dropped.then(() => window.location.reload())
+  else reconnector.retry()
+})
 $('status-retry').addEventListener('click', () => reconnector.connectNow())
+
+// ---- saved: "Saving…", "Saved", "Not saved — offline, kept in this browser" ----
+
+const savedEl = $('saved')
+const SAVED_TEXT = {
+  saved: ['Saved', 'Every edit you made is stored on the server'],
+  saving: ['Saving…', 'Sent; waiting for the server to store it'],
+  offline: ['Not saved — offline, kept in this browser', 'Your edits are kept in this browser and are saved when the connection is back'],
+  lost: ['Not saved', 'The server refused this connection: your latest edits are not stored there']
+}
+let savingTimer = 0
+const renderSaved = () => {
+  const refused = reconnector.state.status === 'refused'
+  const state = refused && tracker.unsaved ? 'lost' : tracker.state
+  savedEl.hidden = readOnly || !tracker.everChanged
+  savedEl.dataset.state = state // at once; the words below wait a little for "Saving…"
+  clearTimeout(savingTimer)
+  const show = () => {
+    const [text, title] = SAVED_TEXT[savedEl.dataset.state]
+    if (savedEl.textContent !== text) savedEl.textContent = text
+    savedEl.title = title
+  }
+  // A quick save shows no "Saving…" flash on every keystroke.
+  if (state === 'saving' && savedEl.textContent !== SAVED_TEXT.saving[0]) savingTimer = setTimeout(show, 400)
+  else show()
+}
+window.addEventListener('beforeunload', (event) => {
+  if (!tracker.unsaved) return
+  event.preventDefault()
+  event.returnValue = '' // older browsers want this too
+})
 
 // ---- presence ----
 
@@ -282,8 +332,9 @@ const versionHistory = setupHistory({ docName, ytext, readOnly, liveEl: $('edito
 
 // ---- go ----
 
-reconnector.connectNow()
+tracker.ready.then(() => reconnector.connectNow()) // the copy's generation is known first
 view.focus()
+keepPagesOffline()
 
 // For tests and debugging in the console.
-window.collab = { ydoc, ytext, provider, awareness, view, undoManager, reconnector, offlineCopy, history: versionHistory }
+window.collab = { ydoc, ytext, provider, awareness, view, undoManager, reconnector, offlineCopy, history: versionHistory, saved: tracker }
