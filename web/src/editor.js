@@ -143,9 +143,13 @@ setInterval(() => {
   if (reconnector.state.status === 'offline') renderStatus(reconnector.state)
 }, 1000)
 keepAlive(provider)
+let leaving = false // reloading on purpose: the edits that would be lost are gone already
 $('banner-retry').addEventListener('click', () => {
-  if (dropped) dropped.then(() => window.location.reload())
-  else reconnector.retry()
+  if (!dropped) return reconnector.retry()
+  dropped.then(() => {
+    leaving = true
+    window.location.reload()
+  })
 })
 $('status-retry').addEventListener('click', () => reconnector.connectNow())
 
@@ -175,7 +179,7 @@ const renderSaved = () => {
   else show()
 }
 window.addEventListener('beforeunload', (event) => {
-  if (!tracker.unsaved) return
+  if (!tracker.unsaved || leaving) return
   event.preventDefault()
   event.returnValue = '' // older browsers want this too
 })
