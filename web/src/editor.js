@@ -166,17 +166,22 @@ let savingTimer = 0
 const renderSaved = () => {
   const refused = reconnector.state.status === 'refused'
   const state = refused && tracker.unsaved ? 'lost' : tracker.state
-  savedEl.hidden = readOnly || !tracker.everChanged
+  // Refused with nothing unsaved (say, deleted after it was saved): nothing worth saying.
+  savedEl.hidden = readOnly || !tracker.everChanged || (refused && !tracker.unsaved)
   savedEl.dataset.state = state // at once; the words below wait a little for "Saving…"
-  clearTimeout(savingTimer)
   const show = () => {
+    savingTimer = 0
     const [text, title] = SAVED_TEXT[savedEl.dataset.state]
     if (savedEl.textContent !== text) savedEl.textContent = text
     savedEl.title = title
   }
-  // A quick save shows no "Saving…" flash on every keystroke.
-  if (state === 'saving' && savedEl.textContent !== SAVED_TEXT.saving[0]) savingTimer = setTimeout(show, 400)
-  else show()
+  // A quick save shows no "Saving…" flash on every keystroke; a slow one shows it.
+  if (state === 'saving' && savedEl.textContent !== SAVED_TEXT.saving[0]) {
+    if (!savingTimer) savingTimer = setTimeout(show, 400)
+  } else {
+    clearTimeout(savingTimer)
+    show()
+  }
 }
 window.addEventListener('beforeunload', (event) => {
   if (!tracker.unsaved || leaving) return
