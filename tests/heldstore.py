@@ -16,13 +16,13 @@ from collab.storage.file import FileStore
 
 from .crdt import text_of
 
-__all__ = ["HeldLog", "HeldStore"]
+__all__ = ["HeldFileLog", "HeldFileStore"]
 
 
-class HeldLog:
-    """One document's log of a ``HeldStore``."""
+class HeldFileLog:
+    """One document's log of a ``HeldFileStore``."""
 
-    def __init__(self, inner: DocumentLog, store: HeldStore) -> None:
+    def __init__(self, inner: DocumentLog, store: HeldFileStore) -> None:
         self.inner = inner
         self.store = store
         self.name = inner.name
@@ -61,7 +61,7 @@ class HeldLog:
         await self.inner.close()
 
 
-class HeldStore:
+class HeldFileStore:
     """A ``FileStore`` on ``root`` (``fsync="always"``) whose flushes wait for ``release``."""
 
     def __init__(self, root: Path) -> None:
@@ -84,8 +84,8 @@ class HeldStore:
     def presence(self) -> Any:
         return self.inner.presence
 
-    def log(self, name: str) -> HeldLog:
-        return HeldLog(self.inner.log(name), self)
+    def log(self, name: str) -> HeldFileLog:
+        return HeldFileLog(self.inner.log(name), self)
 
     async def info(self, name: str) -> DocInfo | None:
         return await self.inner.info(name)

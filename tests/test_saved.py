@@ -3,7 +3,8 @@
 A real server in-process (pytest-tornasync) on a store whose flushes the test
 holds (``tests/heldstore.py``), real WebSocket clients (``tests/yclient.py``)
 and a stock y-websocket client under Node (``tests/jsclient.py``), which must
-never receive either message.
+never receive either message; and two hubs on one real redis-server (cluster
+mode), where "saved" means Redis acknowledged it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from pathlib import Path
 import pytest
 import tornado.ioloop
 
-from collab import Hub
+from collab import Config, Hub
 from collab.core import protocol
+from collab.core.errors import DocumentDeleted
 from collab.core.protocol import AwarenessEntry, AwarenessUpdate, Generation, MessageType, Save
 from collab.core.room import Room
-from tests.heldstore import HeldStore
+from collab.storage.redis.store import RedisStore
+from tests.crdt import text_of
+from tests.heldstore import HeldFileStore
 from tests.jsclient import JsPeer, JsPeers
+from tests.peers import Editor, RecordingPeer
 from tests.wait import eventually
 from tests.yclient import YClient
 
@@ -29,8 +34,8 @@ SAVE_7 = protocol.encode(Save(b"\x07"))
 
 
 @pytest.fixture
-def store(tmp_path: Path, io_loop: tornado.ioloop.IOLoop) -> Iterator[HeldStore]:
-    held = HeldStore(tmp_path / "data")
+def store(tmp_path: Path, io_loop: tornado.ioloop.IOLoop) -> Iterator[HeldFileStore]:
+    held = HeldFileStore(tmp_path / "data")
     yield held
     io_loop.run_sync(held.close, timeout=10)
 
@@ -164,3 +169,42 @@ async def test_a_stock_client_never_receives_either_message(hub, ws_url):
         assert state["text"] == "from the page and the stock client"
         assert set(state["types"]) <= {"0", "1", "2", "3"}, state["types"]
         assert "0" in state["types"] and state["errors"] == []
+
+
+async def test_in_cluster_mode_saved_means_redis_has_it_and_generations_are_shared(
+    redis_server, redis_prefix
+):
+    def hub_on_redis() -> Hub:
+        return Hub(Config(data_dir=None, redis_url=redis_server.url, redis_prefix=redis_prefix))
+
+    a, b = hub_on_redis(), hub_on_redis()
+    await a.start()
+    await b.start()
+    try:
+        writer = RecordingPeer("writer")
+        session = await a.join("doc", writer)
+        session.receive(protocol.encode(Generation("")))
+        generation = writer.messages(Generation)[-1]
+        session.receive(Editor().type("in redis"))
+        session.receive(SAVE_7)
+        # Appended, not yet acknowledged by Redis (that takes a round trip): no answer.
+        assert writer.messages(Save) == []
+        await eventually(lambda: writer.messages(Save) == [Save(b"\x07")])
+        reader = RedisStore(redis_server.url, prefix=redis_prefix)  # what Redis holds now
+        try:
+            assert text_of((await reader.log("doc").load()).updates) == "in redis"
+        finally:
+            await reader.close()
+
+        # The other process knows the generation; after a delete on either, both refuse it.
+        elsewhere = RecordingPeer("elsewhere")
+        other = await b.join("doc", elsewhere)
+        other.receive(protocol.encode(Generation("")))
+        assert elsewhere.messages(Generation)[-1] == generation
+        assert await a.delete("doc")
+        stale = RecordingPeer("stale")
+        with pytest.raises(DocumentDeleted):
+            (await b.join("doc", stale)).receive(protocol.encode(generation))
+    finally:
+        await a.close(timeout=1)
+        await b.close(timeout=1)

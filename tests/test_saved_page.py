@@ -20,7 +20,7 @@ from collab import Hub
 from collab.core import protocol
 from collab.core.protocol import AwarenessEntry, AwarenessUpdate
 from tests.browser import ROOT, launch_chromium, require
-from tests.heldstore import HeldStore
+from tests.heldstore import HeldFileStore
 from tests.wait import eventually
 
 try:
@@ -33,9 +33,9 @@ BARRIER_ID = 4242
 
 
 @pytest.fixture
-def store(tmp_path: Path, io_loop: tornado.ioloop.IOLoop) -> Iterator[HeldStore]:
+def store(tmp_path: Path, io_loop: tornado.ioloop.IOLoop) -> Iterator[HeldFileStore]:
     require((ROOT / "collab" / "static" / "editor.html").is_file(), "run `make web` first")
-    held = HeldStore(tmp_path / "data")
+    held = HeldFileStore(tmp_path / "data")
     yield held
     io_loop.run_sync(held.close, timeout=10)
 

@@ -4,8 +4,8 @@
 // build's hashed asset URLs into ASSETS (so each build is a new worker).
 //
 // - Pages (<base>/ and <base>/d/<name>): network first, the copy in the cache when
-//   the server does not answer within PAGE_TIMEOUT_MS. Every /d/<name> is the same
-//   HTML, so one copy serves every document.
+//   the server does not answer within PAGE_TIMEOUT_MS (or a proxy answers 502-504).
+//   Every /d/<name> is the same HTML, so one copy serves every document.
 // - <base>/static/*: content-hashed, so cache first.
 // - Everything else (API, sync socket, health) is never touched.
 /* eslint-env serviceworker */
@@ -51,7 +51,8 @@ const page = async (request, key) => {
   try {
     const response = await Promise.race([fetch(request), timeout(PAGE_TIMEOUT_MS)])
     if (response.ok) await cache.put(key, response.clone())
-    return response
+    if (response.status < 502 || response.status > 504) return response
+    return (await cache.match(key)) || response // a proxy in front of a server that is down
   } catch (err) {
     const cached = await cache.match(key)
     if (cached) return cached
