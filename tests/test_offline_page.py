@@ -143,3 +143,28 @@ def test_a_document_deleted_while_the_page_was_offline_does_not_come_back(
     page.reload()
     expect(page.locator("#status")).to_have_attribute("data-status", "online")
     assert editor_text(page) == now
+
+
+def test_a_tab_still_holding_a_deleted_copy_never_hands_it_to_a_fresh_tab(
+    server: ServerProcess, context: Any
+) -> None:
+    stale = open_online(context, server, "gone")
+    type_and_save(stale, server, "gone", "Old text.")
+    fresh = open_online(context, server, "gone")  # a second tab: same IndexedDB, same tabs' channel
+    wait_until(lambda: editor_text(fresh) == "Old text.")
+    server.stop()
+    delete_while_stopped(server, "gone")
+    server.start()
+    for tab in (stale, fresh):
+        expect(tab.locator("#status")).to_have_attribute("data-status", "refused")
+
+    fresh.get_by_role("button", name="Reconnect").click()  # the other tab stays as it is
+    expect(fresh.locator("#status")).to_have_attribute("data-status", "online")
+    type_and_save(fresh, server, "gone", "Fresh.")
+    # Whatever this tab holds now (in memory and in IndexedDB) goes to the server on
+    # its next connection: the deleted text must not be in it.
+    fresh.reload()
+    expect(fresh.locator("#status")).to_have_attribute("data-status", "online")
+    type_and_save(fresh, server, "gone", "!")
+    assert text_of(server, "gone") == "Fresh.!"
+    assert editor_text(stale) == "Old text."  # refused, it kept its text on screen only

@@ -119,7 +119,10 @@ const renderStatus = (state) => {
   statusEl.title = title
   banner.hidden = state.status !== 'refused'
   if (state.status === 'refused') $('banner-text').textContent = state.message
-  if (state.code === 4404 && !dropped) dropped = dropOfflineCopy() // never resurrect a deleted document
+  if (state.code === 4404 && !dropped) { // never resurrect a deleted document
+    tracker.forget()
+    dropped = dropOfflineCopy()
+  }
   renderSaved()
 }
 

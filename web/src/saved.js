@@ -52,6 +52,22 @@ export class SaveTracker {
     provider.messageHandlers[MESSAGE_GENERATION] = (_encoder, decoder) => {
       this.generation = decoding.readVarString(decoder)
       this.remember('generation', this.generation)
+      this.joinTabs()
+    }
+    // Other tabs of this browser share the document over a BroadcastChannel: one
+    // per generation, so a tab holding a copy of a deleted document never hands it
+    // to a fresh one; a refused copy leaves it for good (`forget`).
+    this.tabs = provider.bcChannel
+    this.refused = false
+    const connectBc = provider.connectBc.bind(provider)
+    provider.connectBc = () => { if (!this.refused) connectBc() }
+    this.joinTabs = () => {
+      const channel = `${this.tabs}#${this.generation}`
+      if (provider.bcChannel === channel) return
+      const joined = provider.bcconnected
+      if (joined) provider.disconnectBc()
+      provider.bcChannel = channel
+      if (joined) provider.connectBc() // else connect() joins it
     }
     // 'connected' is emitted before the provider sends its sync step 1, so the
     // server reads our generation before anything of our copy.
@@ -81,7 +97,13 @@ export class SaveTracker {
         if (await offlineCopy.get('unsaved')) this.changed()
       }),
       new Promise((resolve) => setTimeout(resolve, 3000)) // no IndexedDB: go on without it
-    ]).catch(() => {})
+    ]).catch(() => {}).then(() => this.joinTabs())
+  }
+
+  /** The copy was refused (its document is deleted): keep it to this tab. */
+  forget () {
+    this.refused = true
+    this.provider.disconnectBc()
   }
 
   /** @returns {SaveState} */
