@@ -20,7 +20,7 @@ import {
 } from './common.js'
 import { remoteCarets, safeColor, safeName, verifiedSub } from './carets.js'
 import { Reconnector, keepAlive } from './connection.js'
-import { SaveTracker } from './saved.js'
+import { SaveTracker, savedIndicator } from './saved.js'
 import { theme } from './theme.js'
 import { setupHistory } from './history.js'
 
@@ -159,33 +159,7 @@ $('status-retry').addEventListener('click', () => reconnector.connectNow())
 // ---- saved: "Saving…", "Saved", "Not saved — offline, kept in this browser" ----
 
 const savedEl = $('saved')
-const SAVED_TEXT = {
-  saved: ['Saved', 'Every edit you made is stored on the server'],
-  saving: ['Saving…', 'Sent; waiting for the server to store it'],
-  offline: ['Not saved — offline, kept in this browser', 'Your edits are kept in this browser and are saved when the connection is back'],
-  lost: ['Not saved', 'The server refused this connection: your latest edits are not stored there']
-}
-let savingTimer = 0
-const renderSaved = () => {
-  const refused = reconnector.state.status === 'refused'
-  const state = refused && tracker.unsaved ? 'lost' : tracker.state
-  // Refused with nothing unsaved (say, deleted after it was saved): nothing worth saying.
-  savedEl.hidden = readOnly || !tracker.everChanged || (refused && !tracker.unsaved)
-  savedEl.dataset.state = state // at once; the words below wait a little for "Saving…"
-  const show = () => {
-    savingTimer = 0
-    const [text, title] = SAVED_TEXT[savedEl.dataset.state]
-    if (savedEl.textContent !== text) savedEl.textContent = text
-    savedEl.title = title
-  }
-  // A quick save shows no "Saving…" flash on every keystroke; a slow one shows it.
-  if (state === 'saving' && savedEl.textContent !== SAVED_TEXT.saving[0]) {
-    if (!savingTimer) savingTimer = setTimeout(show, 400)
-  } else {
-    clearTimeout(savingTimer)
-    show()
-  }
-}
+const renderSaved = savedIndicator(savedEl, tracker, () => reconnector.state.status === 'refused')
 window.addEventListener('beforeunload', (event) => {
   if (!tracker.unsaved || leaving) return
   event.preventDefault()

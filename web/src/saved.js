@@ -45,6 +45,26 @@ export class SaveTracker {
     this.generation = '' // the server's generation of our copy ('' = none known)
     this.everChanged = false
 
+    this.handleMessages()
+    this.shareTabsPerGeneration()
+    this.followConnection()
+    provider.doc.on('update', (_update, origin) => {
+      if (origin === provider || origin === offlineCopy) return // not our edit, or counted below
+      this.changed()
+    })
+
+    /** Resolves once the offline copy told its generation and whether it has unsaved edits. */
+    this.ready = Promise.race([
+      offlineCopy.whenSynced.then(async () => {
+        this.generation = (await offlineCopy.get('generation')) || ''
+        if (await offlineCopy.get('unsaved')) this.changed()
+      }),
+      new Promise((resolve) => setTimeout(resolve, 3000)) // no IndexedDB: go on without it
+    ]).catch(() => {}).then(() => this.joinTabs())
+  }
+
+  handleMessages () {
+    const { provider } = this
     provider.messageHandlers[MESSAGE_SAVE] = (_encoder, decoder) => {
       const token = decoding.createDecoder(decoding.readVarUint8Array(decoder))
       this.acknowledged(decoding.readVarUint(token))
@@ -54,21 +74,34 @@ export class SaveTracker {
       this.remember('generation', this.generation)
       this.joinTabs()
     }
-    // Other tabs of this browser share the document over a BroadcastChannel: one
-    // per generation, so a tab holding a copy of a deleted document never hands it
-    // to a fresh one; a refused copy leaves it for good (`forget`).
+  }
+
+  /**
+   * Other tabs of this browser share the document over a BroadcastChannel: one per
+   * generation, so a tab holding a copy of a deleted document never hands it to a
+   * fresh one; a refused copy leaves it for good (`forget`).
+   */
+  shareTabsPerGeneration () {
+    const { provider } = this
     this.tabs = provider.bcChannel
     this.refused = false
     const connectBc = provider.connectBc.bind(provider)
     provider.connectBc = () => { if (!this.refused) connectBc() }
-    this.joinTabs = () => {
-      const channel = `${this.tabs}#${this.generation}`
-      if (provider.bcChannel === channel) return
-      const joined = provider.bcconnected
-      if (joined) provider.disconnectBc()
-      provider.bcChannel = channel
-      if (joined) provider.connectBc() // else connect() joins it
-    }
+  }
+
+  /** Move to the tabs' channel of our generation (once known, and when it changes). */
+  joinTabs () {
+    const { provider } = this
+    const channel = `${this.tabs}#${this.generation}`
+    if (provider.bcChannel === channel) return
+    const joined = provider.bcconnected
+    if (joined) provider.disconnectBc()
+    provider.bcChannel = channel
+    if (joined) provider.connectBc() // else connect() joins it
+  }
+
+  followConnection () {
+    const { provider } = this
     // 'connected' is emitted before the provider sends its sync step 1, so the
     // server reads our generation before anything of our copy.
     provider.on('status', ({ status }) => {
@@ -85,19 +118,6 @@ export class SaveTracker {
       this.asked = this.saved
       this.onChange()
     })
-    provider.doc.on('update', (_update, origin) => {
-      if (origin === provider || origin === offlineCopy) return // not our edit, or counted below
-      this.changed()
-    })
-
-    /** Resolves once the offline copy told its generation and whether it has unsaved edits. */
-    this.ready = Promise.race([
-      offlineCopy.whenSynced.then(async () => {
-        this.generation = (await offlineCopy.get('generation')) || ''
-        if (await offlineCopy.get('unsaved')) this.changed()
-      }),
-      new Promise((resolve) => setTimeout(resolve, 3000)) // no IndexedDB: go on without it
-    ]).catch(() => {}).then(() => this.joinTabs())
   }
 
   /** The copy was refused (its document is deleted): keep it to this tab. */
@@ -154,5 +174,43 @@ export class SaveTracker {
 
   remember (key, value) {
     this.offlineCopy.set(key, value).catch(() => {}) // cleared or no IndexedDB: nothing to keep
+  }
+}
+
+const SAVED_TEXT = {
+  saved: ['Saved', 'Every edit you made is stored on the server'],
+  saving: ['Saving…', 'Sent; waiting for the server to store it'],
+  offline: ['Not saved — offline, kept in this browser', 'Your edits are kept in this browser and are saved when the connection is back'],
+  lost: ['Not saved', 'The server refused this connection: your latest edits are not stored there']
+}
+
+/**
+ * "Saving…" / "Saved" / "Not saved — offline, kept in this browser" in `el`; returns
+ * the function that renders it again. `data-state` changes at once; the words wait
+ * 400 ms before "Saving…", so a quick save shows no flash on every keystroke.
+ * @param {HTMLElement} el
+ * @param {SaveTracker} tracker
+ * @param {() => boolean} refused the server refused the connection (no retries)
+ */
+export const savedIndicator = (el, tracker, refused) => {
+  let timer = 0
+  const show = () => {
+    timer = 0
+    const [text, title] = SAVED_TEXT[el.dataset.state]
+    if (el.textContent !== text) el.textContent = text
+    el.title = title
+  }
+  return () => {
+    const lost = refused() && tracker.unsaved
+    const state = lost ? 'lost' : tracker.state
+    // Refused with nothing unsaved (say, deleted after it was saved): nothing worth saying.
+    el.hidden = tracker.readOnly || !tracker.everChanged || (refused() && !lost)
+    el.dataset.state = state
+    if (state === 'saving' && el.textContent !== SAVED_TEXT.saving[0]) {
+      if (!timer) timer = setTimeout(show, 400)
+    } else {
+      clearTimeout(timer)
+      show()
+    }
   }
 }
