@@ -26,12 +26,14 @@ from pycrdt import Doc, Text, TextEvent, TransactionEvent, merge_updates
 
 from . import awareness, protocol
 from .awareness import Awareness
-from .errors import BadUpdate, ProtocolError
+from .errors import BadUpdate, DocumentDeleted, ProtocolError
 from .limits import StateBudget, update_cost
 from .protocol import (
     Auth,
     AwarenessUpdate,
+    Generation,
     QueryAwareness,
+    Save,
     SyncStep1,
     SyncStep2,
     Update,
@@ -125,6 +127,7 @@ class Room:
         self._changes: list[bytes] = []
         self._full_step2: bytes | None = None  # step 2 for an empty state vector
         self._subscription = self.doc.observe(self._on_transaction)
+        self.generation = ""  # the store's incarnation of the document ("": unknown)
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         self._changes.append(event.update)
@@ -231,7 +234,8 @@ class Room:
             peer: the sender.
             data: one y-protocols message.
             writable: False for a read-only peer: its document updates are
-                dropped (its awareness is not: that is not an edit).
+                dropped (its awareness is not: that is not an edit), and its
+                ``Save`` requests never answered (nothing of it is ever saved).
 
         Returns:
             What to do: log ``update``, then send ``reply`` and ``relay``.
@@ -242,6 +246,7 @@ class Room:
             DocumentTooLarge: the update could grow the document past
                 ``max_state_bytes`` (1009).
             PolicyViolation: the peer would own too many awareness ids (1008).
+            DocumentDeleted: the peer's copy is of an older ``generation`` (4404).
             On any of these the room is unchanged and the caller closes the
             connection with the error's ``close_code``.
         """
@@ -265,6 +270,12 @@ class Room:
                 return Effects(reply=[awareness.frame(self.awareness.present())])
             case Auth():
                 return Effects()
+            case Save():  # answered in order, once what came before is durable
+                return Effects(reply=[data]) if writable else Effects()
+            case Generation(copy) if copy and self.generation and copy != self.generation:
+                raise DocumentDeleted("the document this copy belongs to was deleted")
+            case Generation():
+                return Effects(reply=[protocol.encode(Generation(self.generation))])
         raise ProtocolError("unhandled message")  # pragma: no cover
 
     def _step2(self, state_vector: bytes) -> bytes:

@@ -133,6 +133,7 @@ class Document:
         self._opened(loaded)
 
     def _opened(self, loaded: Loaded) -> None:
+        self.room.generation = loaded.generation  # "": the store keeps none
         self.cursor = loaded.cursor
         self.unsnapshotted = len(loaded.records)
         self.exists = loaded.state is not None or bool(loaded.records)

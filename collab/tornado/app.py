@@ -26,7 +26,7 @@ from .clients import trusted_proxies
 from .handler import YjsHandler
 from .history_api import history_routes
 from .logs import log_request
-from .pages import EditorPageHandler, HomePageHandler, static_dir
+from .pages import EditorPageHandler, HomePageHandler, ServiceWorkerHandler, static_dir
 
 __all__ = ["make_app", "routes"]
 
@@ -90,6 +90,7 @@ def make_app(
     handlers: list[Any] = [
         (rf"{prefix}/", HomePageHandler, pages),
         (rf"{prefix}/d/(.+)", EditorPageHandler, pages),
+        (rf"{prefix}/sw\.js", ServiceWorkerHandler, pages),
         *routes(hub, prefix, authorize, config.allow_origins, extensions),
     ]
     if base:

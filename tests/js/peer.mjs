@@ -9,7 +9,8 @@
 //   {"id": k, ...}                         the reply to command k
 //   {"id": k, "error": "..."}              the command failed
 // stdin, one JSON object a line, each with an "id" and a "cmd":
-//   state                 -> {text, sv, synced, connected, awareness, map, array}
+//   state                 -> {text, sv, synced, connected, awareness, map, array,
+//                            types: {messageType: count received}, errors: [console.error]}
 //   edit {seed, ops, label} -> seeded random inserts/deletes on the text "content";
 //                            replies {ops, remoteDuring} once done
 //   insert {index, text}  -> one insert
@@ -29,12 +30,27 @@ if (!serverUrl || !room) {
   process.exit(2)
 }
 
+// What arrives, by y-protocols message type (the first varuint, one byte below 128),
+// and what the provider logs as an error (it does so for a type it does not know).
+const types = {}
+const errors = []
+console.error = (...args) => errors.push(args.map(String).join(' '))
+class CountingWebSocket extends WebSocket {
+  constructor (...args) {
+    super(...args)
+    this.addEventListener('message', (event) => {
+      const type = new Uint8Array(event.data)[0]
+      types[type] = (types[type] || 0) + 1
+    })
+  }
+}
+
 const doc = new Y.Doc()
 const text = doc.getText('content')
 // disableBc: peers must talk only through the server, never through
 // BroadcastChannel (which Node has, and which y-websocket would otherwise use).
 const provider = new WebsocketProvider(serverUrl, room, doc, {
-  WebSocketPolyfill: WebSocket,
+  WebSocketPolyfill: CountingWebSocket,
   disableBc: true,
   params: token ? { token } : {}
 })
@@ -104,7 +120,9 @@ function state () {
     connects,
     awareness,
     map: doc.getMap('meta').toJSON(),
-    array: doc.getArray('list').toJSON()
+    array: doc.getArray('list').toJSON(),
+    types,
+    errors
   }
 }
 
