@@ -252,7 +252,7 @@ class Document:
     def _heavy(self, data: bytes) -> bool:
         """Would ``data`` take the loop long: a large update, or a sync step 1 of a large room?"""
         crdt = self.crdt
-        if crdt is None or data[0] != _SYNC:
+        if crdt is None or not data or data[0] != _SYNC:
             return False
         return len(data) >= crdt.heavy_bytes or (
             len(data) > 1 and data[1] == _STEP1 and self.room.budget.estimate >= crdt.heavy_bytes
