@@ -32,7 +32,7 @@ from pycrdt import Array, Doc, Map, Text
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import ROOT, free_port, spawn, stop_all, terminate
+from peers import free_port, spawn, stop_all, terminate
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
@@ -229,8 +229,10 @@ def render(r: dict[str, Any]) -> str:
             + " | ".join(cells)
             + " |"
         )
-    lines.append(f"\nloop lag samples (every 250 ms) over 50 ms: {r['loop_lag_over_50ms']:.0f} "
-                 f"of {r['loop_lag_samples']:.0f}; server RSS {r['server_rss_mb']:.0f} MB")  # fmt: skip
+    lines.append(
+        f"\nloop lag samples (every 250 ms) over 50 ms: {r['loop_lag_over_50ms']:.0f} "
+        f"of {r['loop_lag_samples']:.0f}; server RSS {r['server_rss_mb']:.0f} MB"
+    )
     return "\n".join(lines)
 
 
