@@ -80,7 +80,7 @@ def test_a_50mb_document_syncs_to_the_page_over_a_slow_link(big_server, browser)
         try:
             page = context.new_page()
             sockets: list[Any] = []
-            page.on("websocket", sockets.append)
+            page.on("websocket", lambda ws: sockets.append(ws))
             page.goto(f"http://127.0.0.1:{proxy.port}/d/{NAME}")
             page.wait_for_function(
                 f"() => window.collab && window.collab.ytext.length === {facts.text_length}",
