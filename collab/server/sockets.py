@@ -44,6 +44,11 @@ from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN, SEND_EOF, Protocol, Side
 
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - websockets without its C extension
+    from websockets.utils import apply_mask
+
 from ..core import limits, protocol
 from ..core.auth import Permission
 from ..core.config import Config
@@ -145,6 +150,8 @@ class WebSocket(asyncio.Protocol):
         "_held",
         "_messages",
         "_on_lost",
+        "_rx",
+        "_slow",
         "_stream",
         "alive",
         "deflate",
@@ -185,6 +192,8 @@ class WebSocket(asyncio.Protocol):
                     self.deflate = ext.local_max_window_bits or 15
         self._held: limits.Outbox | None = None  # messages behind a compression or a stream
         self._stream: memoryview | None = None  # the rest of a large frame being written
+        self._rx = b""  # the start of a frame not yet whole (``data_received``)
+        self._slow = 0  # bytes websockets' parser is owed of its frame; < 0: all from now
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.outbox: limits.Outbox | None = None
@@ -258,7 +267,65 @@ class WebSocket(asyncio.Protocol):
     # -- reading --------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        """Cut ``data`` into frames: small binary ones here, any other by websockets.
+
+        The usual frame (a whole, masked binary message under 64 KiB, no RSV
+        bit, outside a fragmented message, within the size limit) is unmasked
+        and handed on directly. Every other frame (control, text, fragments,
+        compressed, large, malformed) goes to websockets' parser byte for byte,
+        and only whole: ``_slow`` counts what it is still owed of the current
+        one, so both parsers always meet at a frame boundary. After a protocol
+        error or the close, websockets takes everything (``_slow`` < 0).
+        """
         self.alive = True
+        if self._rx:
+            data, self._rx = self._rx + data, b""
+        pos, end = 0, len(data)
+        wire = self.wire
+        while pos < end:
+            owed = self._slow
+            if owed:
+                n = end - pos if owed < 0 else min(owed, end - pos)
+                if owed > 0:
+                    self._slow = owed - n
+                self._feed(data[pos : pos + n] if pos or n < end else data)
+                pos += n
+                continue
+            if end - pos < 2:
+                self._rx = data[pos:]
+                return
+            first, second = data[pos], data[pos + 1]
+            size, head = second & 0x7F, 6
+            if size == 126:
+                if end - pos < 4:
+                    self._rx = data[pos:]
+                    return
+                size, head = (data[pos + 2] << 8) | data[pos + 3], 8
+            elif size == 127:
+                if end - pos < 10:
+                    self._rx = data[pos:]
+                    return
+                size, head = int.from_bytes(data[pos + 2 : pos + 10], "big"), 14
+            limit = wire.max_message_size
+            fits = limit is None or size <= limit
+            if not second & 0x80 or not fits or wire.state is not OPEN:
+                self._slow = -1  # websockets refuses it (1002, 1009) or is closing
+                continue
+            if first != 0x82 or head == 14 or wire.current_size is not None:
+                self._slow = head + size  # one frame for websockets
+                continue
+            total = head + size
+            if end - pos < total:
+                self._rx = data[pos:]
+                return
+            message = apply_mask(data[pos + head : pos + total], data[pos + head - 4 : pos + head])
+            pos += total
+            self._message(message)
+            if self.transport is None:
+                return
+
+    def _feed(self, data: bytes) -> None:
+        """Give ``data`` to websockets' parser; handle the frames it completes."""
         wire = self.wire
         wire.receive_data(data)
         for frame in wire.events_received():
@@ -270,6 +337,8 @@ class WebSocket(asyncio.Protocol):
             self._log_refusal(str(exc) or type(exc).__name__, code)
             self._leave()
         self._flush_wire()
+        if wire.parser_exc is not None or wire.state is not OPEN:
+            self._slow = -1
 
     def _frame(self, frame: Frame) -> None:
         opcode, data = frame.opcode, bytes(frame.data)
