@@ -47,12 +47,14 @@ def _stream() -> tuple[bytes, str]:
     return b"".join(frames), str(doc.get("content", type=Text))
 
 
-async def _read_until(sock: socket.socket, done: Any, timeout: float = 10) -> list[tuple[int, bytes]]:
+async def _read_until(
+    sock: socket.socket, done: Any, timeout: float = 10
+) -> list[tuple[int, bytes]]:
     loop = asyncio.get_running_loop()
     data = b""
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        head, sep, rest = data.partition(b"\r\n\r\n")
+        _, sep, rest = data.partition(b"\r\n\r\n")
         if sep:
             frames, _ = parse_frames(rest)
             if done(frames):

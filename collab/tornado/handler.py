@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any, cast
 
 import tornado.iostream
@@ -38,7 +39,7 @@ from .clients import client_ip
 from .logs import TokenSafeLogs
 from .stream_transport import IOStreamTransport
 
-__all__ = ["DEFLATE", "YjsHandler"]
+__all__ = ["DEFLATE", "YjsHandler", "admit"]
 
 log = logging.getLogger("collab.handler")
 
@@ -52,6 +53,39 @@ DEFLATE = ServerPerMessageDeflateFactory(
 
 # Response headers of a refused handshake worth passing on (Tornado sets the rest).
 _HANDSHAKE_HEADERS = {"sec-websocket-version", "upgrade"}
+
+
+async def admit(
+    hub: Hub,
+    authorize: Authorize,
+    origin_ok: Callable[[str], bool],
+    request: Any,
+    raw_name: str,
+    ip: str,
+) -> tuple[str, Permission]:
+    """The checks before an upgrade, in order: name, origin, per-IP cap, token, store.
+
+    Both ways in run exactly these (``YjsHandler.get`` and ``upgrade.FastUpgrades``).
+
+    Returns:
+        The document name and the connection's permission; ``ip`` is counted
+        in ``hub.ips`` (the caller releases it when the connection goes).
+
+    Raises:
+        CollabError: refused (its ``http_status`` says how); nothing is counted.
+    """
+    name = names.validate(raw_name)
+    origin = request.headers.get("Origin")
+    if origin is not None and not origin_ok(origin):
+        raise Forbidden(f"origin not allowed: {origin[:100]}")
+    hub.ips.acquire(ip)
+    try:
+        permission = await permit(authorize, request, name)
+        hub.check_store()
+    except BaseException:
+        hub.ips.release(ip)
+        raise
+    return name, permission
 
 
 @tornado.web.stream_request_body
@@ -92,15 +126,11 @@ class YjsHandler(TokenSafeLogs, tornado.web.RequestHandler):
     async def get(self, *args: Any, **kwargs: Any) -> None:
         try:
             try:
-                name = names.validate(args[0])
-                origin = self.request.headers.get("Origin")
-                if origin is not None and not self.check_origin(origin):
-                    raise Forbidden(f"origin not allowed: {origin[:100]}")
                 ip = client_ip(self)
-                self._ip_counter().acquire(ip)
+                name, self.permission = await admit(
+                    self.hub, self.authorize, self.check_origin, self.request, args[0], ip
+                )
                 self._ip = ip
-                self.permission = await permit(self.authorize, self.request, name)
-                self.hub.check_store()
             except CollabError as exc:
                 fields = {"event": "connection_refused", **self.log_fields()}
                 fields.update(status=exc.http_status, reason=exc.reason)
