@@ -92,6 +92,7 @@ class FastUpgrades:
         self.header_timeout = config.header_timeout or None
         self.rules = self._rules(app)
         self.servers: list[asyncio.AbstractServer] = []
+        self.answered = 0  # upgrades answered here (the rest went to Tornado)
         self._starting: list[asyncio.Task[asyncio.AbstractServer]] = []
 
     @staticmethod
@@ -166,7 +167,7 @@ class FastUpgrades:
             return None
         uri = start[1].decode("latin-1")
         request = tornado.httputil.HTTPServerRequest(
-            method="GET", uri=uri, version="HTTP/1.1", headers=headers
+            start_line=tornado.httputil.RequestStartLine("GET", uri, "HTTP/1.1"), headers=headers
         )
         for matcher, route in self.rules:
             found = matcher.match(request)
@@ -223,7 +224,8 @@ class FastUpgrades:
             name, permission = await admit(
                 hub, route.authorize, origin_ok, request, plan.raw_name, ip
             )
-        except Exception:
+        except Exception as exc:
+            log.debug("upgrade refused here, handed to the handler: %r", exc)
             self.handoff(transport, head)  # refused: the handler says so, and logs it
             return
         if transport.is_closing():
@@ -235,6 +237,7 @@ class FastUpgrades:
             b"Sec-WebSocket-Accept: " + accept + b"\r\n" + plan.extension_header + b"\r\n"
         )
         self._log(request, name, permission, ip)
+        self.answered += 1
         settings = self.app.settings
         hub.sockets.configure(
             settings.get("websocket_ping_interval", hub.config.ping_interval or None),
@@ -317,8 +320,8 @@ class _Head(asyncio.Protocol):
         assert transport is not None
         buffer = self.buffer + data if self.buffer else data
         end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buffer) > self.fast.max_header_bytes:
+        if end < 0 or end + 4 > self.fast.max_header_bytes:
+            if end >= 0 or len(buffer) > self.fast.max_header_bytes:
                 self._done()
                 self.fast.handoff(transport, buffer)  # Tornado refuses it as it always did
             else:
