@@ -138,7 +138,7 @@ CASES = {
     "POST": head(f"/ws/doc?token={token(['*'])}", method="POST"),
     "with a body": head(f"/ws/doc?token={token(['*'])}", "Content-Length: 5") + b"hello",
     "HTTP/1.0": head(f"/ws/doc?token={token(['*'])}").replace(b"HTTP/1.1", b"HTTP/1.0", 1),
-    "not a websocket": f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(),
+    "not a websocket": "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(),
 }
 
 
@@ -186,6 +186,7 @@ async def test_frames_sent_with_the_head_and_http_keep_alive_work(servers) -> No
                 break
         else:
             raise AssertionError("no step 2")
+    assert fast.fast.answered == 1
     # Two HTTP requests on one connection, then an upgrade on it: Tornado's, and it works.
     with socket.socket() as sock:
         sock.setblocking(False)
@@ -198,6 +199,7 @@ async def test_frames_sent_with_the_head_and_http_keep_alive_work(servers) -> No
             assert chunk
             data += chunk
         assert data.count(b"HTTP/1.1 200") == 2 and b"HTTP/1.1 101" in data
+    assert fast.fast.answered == 1  # that one was Tornado's
 
 
 async def test_header_limits_hold_before_the_upgrade(servers) -> None:
