@@ -138,7 +138,7 @@ CASES = {
     "POST": head(f"/ws/doc?token={token(['*'])}", method="POST"),
     "with a body": head(f"/ws/doc?token={token(['*'])}", "Content-Length: 5") + b"hello",
     "HTTP/1.0": head(f"/ws/doc?token={token(['*'])}").replace(b"HTTP/1.1", b"HTTP/1.0", 1),
-    "not a websocket": "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(),
+    "not a websocket": b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
 }
 
 
