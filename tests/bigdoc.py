@@ -11,14 +11,22 @@ length. The same seed gives the same document.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pycrdt import Array, Doc, Map, Text
 
-__all__ = ["Facts", "build", "facts", "prose"]
+__all__ = ["BIG", "NAME", "Facts", "build", "facts", "prose", "serving"]
+
+BIG = 50_000_000
+NAME = "big"
 
 
 @dataclass(frozen=True)
@@ -96,3 +104,29 @@ def facts(doc: Doc[Any]) -> Facts:
         map_size=len(doc.get("meta", type=Map)),
         array_length=len(doc.get("list", type=Array)),
     )
+
+
+@contextlib.contextmanager
+def serving(root: Path, size: int = BIG, seed: int = 20261202) -> Iterator[tuple[Any, Facts]]:
+    """A ``collab serve`` holding the document ``NAME`` of ``size`` bytes, imported.
+
+    Imported with ``collab import`` (server stopped), so no client had to
+    upload it; yields the running ``ServerProcess`` and the document's facts.
+    """
+    from .server import ROOT, ServerProcess
+
+    state, made = build(seed=seed, size=size)
+    ydoc = root / "big.ydoc"
+    ydoc.write_bytes(state)
+    data = root / "data"
+    subprocess.run(
+        [sys.executable, "-m", "collab", "import", str(ydoc), "--name", NAME, "--data-dir", data],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    server = ServerProcess(data).start()
+    try:
+        yield server, made
+    finally:
+        server.stop()

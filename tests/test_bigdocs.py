@@ -2,7 +2,8 @@
 
 A 50 MB document (tests/bigdoc.py: text, a map and an array, seeded) is
 imported into a data directory and served by a real ``collab serve``; a stock
-y-websocket client (Node) and the editor page (Chromium) sync it through a
+y-websocket client (Node) syncs it (the editor page in Chromium: in
+test_bigdocs_page.py) through a
 proxy throttled to 1.5 MB/s (tests/throttle.py). Uncompressed, its step 2
 would take 33 s there, past the 30 s after which a stock client drops a
 silent socket and starts over; compressed (permessage-deflate, which both
@@ -15,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import subprocess
-import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,37 +26,21 @@ import pytest
 from collab.core import protocol
 from collab.core.protocol import SyncStep1, Update
 
-from .bigdoc import Facts, build
-from .browser import ROOT, ServerProcess, wait_until
+from .bigdoc import BIG, NAME, Facts, serving
 from .jsclient import JsPeers
+from .server import ServerProcess
 from .throttle import Throttle
 from .wait import eventually
 from .wire import client_frame, parse_frames
 
-BIG = 50_000_000
 RATE = 1.5e6  # bytes per second each way: 33 s for the plain step 2, ~14 s compressed
-NAME = "big"
 
 
 @pytest.fixture(scope="module")
 def big_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Facts]]:
-    """A server holding the 50 MB document ``big`` (imported, so no client had to upload it)."""
-    root = tmp_path_factory.mktemp("bigdoc")
-    state, facts = build(seed=20261202, size=BIG)
-    ydoc = root / "big.ydoc"
-    ydoc.write_bytes(state)
-    data = root / "data"
-    subprocess.run(
-        [sys.executable, "-m", "collab", "import", str(ydoc), "--name", NAME, "--data-dir", data],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    server = ServerProcess(data).start()
-    try:
-        yield server, facts
-    finally:
-        server.stop()
+    """A server holding the 50 MB document ``big``."""
+    with serving(tmp_path_factory.mktemp("bigdoc")) as served:
+        yield served
 
 
 async def test_a_50mb_document_syncs_to_a_stock_client_over_a_slow_link(big_server) -> None:
@@ -71,46 +54,6 @@ async def test_a_50mb_document_syncs_to_a_stock_client_over_a_slow_link(big_serv
         assert {k: digest[k] for k in facts.as_dict()} == facts.as_dict()
         assert digest["connects"] == 1  # never dropped for silence and started over
         assert proxy.bytes_down < BIG * 0.6  # it came compressed
-
-
-def test_a_50mb_document_syncs_to_the_page_over_a_slow_link(big_server, browser) -> None:
-    server, facts = big_server
-    with Throttle(server.port, RATE) as proxy:
-        context = browser.new_context()
-        try:
-            page = context.new_page()
-            sockets: list[Any] = []
-            page.on("websocket", lambda ws: sockets.append(ws))
-            page.goto(f"http://127.0.0.1:{proxy.port}/d/{NAME}")
-            page.wait_for_function(
-                f"() => window.collab && window.collab.ytext.length === {facts.text_length}",
-                timeout=55_000,
-                polling=500,
-            )
-            seen = page.evaluate(
-                """async () => {
-                  const { ydoc, ytext, provider } = window.collab
-                  const bytes = new TextEncoder().encode(ytext.toString())
-                  const hash = await crypto.subtle.digest('SHA-256', bytes)
-                  return {
-                    text_length: ytext.length,
-                    text_sha256: [...new Uint8Array(hash)]
-                      .map((b) => b.toString(16).padStart(2, '0')).join(''),
-                    map_size: ydoc.getMap('meta').size,
-                    array_length: ydoc.getArray('list').length,
-                    synced: provider.synced,
-                  }
-                }"""
-            )
-            assert seen.pop("synced") is True
-            assert seen == facts.as_dict()
-            wait_until(
-                lambda: page.locator("#status").get_attribute("data-status") == "online", 15
-            )
-            assert len(sockets) == 1  # one connection: no reconnect loop
-            assert proxy.bytes_down < BIG * 0.6
-        finally:
-            context.close()
 
 
 async def test_20mb_of_offline_edits_reconnect_and_merge_once(tmp_path: Path) -> None:
@@ -219,8 +162,10 @@ async def test_the_server_negotiates_permessage_deflate_and_reads_compressed_mes
         await loop.sock_sendall(sock, _compressed_frame(update))
         await loop.sock_sendall(sock, client_frame(0x82, protocol.encode(SyncStep1(b"\x00"))))
         await eventually(
-            lambda: hub.document("squeezed") is not None
-            and hub.document("squeezed").room.text == "squeezed " * 5000
+            lambda: (
+                hub.document("squeezed") is not None
+                and hub.document("squeezed").room.text == "squeezed " * 5000
+            )
         )
     finally:
         sock.close()
