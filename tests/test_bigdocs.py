@@ -191,3 +191,71 @@ async def test_a_compression_bomb_is_refused_with_1009(port, hub) -> None:
     finally:
         sock.close()
         honest_sock.close()
+
+
+async def _read_frames_until(sock: socket.socket, first: bytes, count: int) -> list[bytes]:
+    """Raw frames (header included) after the response head until ``count`` binary ones."""
+    loop = asyncio.get_running_loop()
+    data = first.partition(b"\r\n\r\n")[2]
+    out: list[bytes] = []
+    for _ in range(10_000):
+        while len(data) >= 2:
+            size, head = data[1] & 0x7F, 2
+            if size == 126:
+                size, head = int.from_bytes(data[2:4], "big"), 4
+            elif size == 127:
+                size, head = int.from_bytes(data[2:10], "big"), 10
+            if len(data) < head + size:
+                break
+            out.append(data[: head + size])
+            data = data[head + size :]
+        big = [f for f in out if f[0] & 0x40]  # RSV1: compressed
+        if len(big) >= count:
+            return big
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 10)
+        assert chunk
+        data += chunk
+    raise AssertionError("not enough frames")
+
+
+@pytest.mark.parametrize("size", [100_000, 600_000])  # compressed inline, and in the thread
+async def test_a_large_relay_is_compressed_once_for_every_peer(
+    port, hub, monkeypatch, size: int
+) -> None:
+    import random
+
+    from pycrdt import Doc, Text
+
+    from collab.server import frames
+
+    calls: list[int] = []
+    real = frames.zlib.compressobj
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(frames.zlib, "compressobj", counting)
+    name = f"fan-{size}"
+    peers = [await _deflate_connect(port, f"/ws/{name}") for _ in range(3)]
+    loop = asyncio.get_running_loop()
+    try:
+        await eventually(
+            lambda: hub.document(name) is not None and len(hub.document(name).sessions) == 3
+        )
+        rng = random.Random(size)
+        doc: Doc[Any] = Doc()
+        words = " ".join(rng.choice(["alpha", "beta", "gamma", "delta"]) for _ in range(size // 6))
+        doc.get("content", type=Text).insert(0, words)
+        update = protocol.encode(Update(doc.get_update()))
+        await loop.sock_sendall(peers[0][0], client_frame(0x82, update))
+        got = [await _read_frames_until(sock, first, 1) for sock, first in peers[1:]]
+        assert got[0][0] == got[1][0]  # the same bytes to both
+        assert len(got[0][0]) < len(update) // 2
+        frame = got[0][0]
+        head = {126: 4, 127: 10}.get(frame[1] & 0x7F, 2)
+        assert zlib.decompressobj(-15).decompress(frame[head:] + b"\x00\x00\xff\xff") == update
+        assert len(calls) == 1  # compressed once for both peers
+    finally:
+        for sock, _ in peers:
+            sock.close()
