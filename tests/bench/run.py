@@ -234,13 +234,17 @@ def _bigdocs_table(results: Json, peers: list[str]) -> str:
             if step is None:
                 continue
             plain, deflate = step.get("plain_ms", {}), step.get("deflate_ms", {})
+            note = step.get("error") or ""
+            held = step.get("step2_bytes")
+            if held is not None and held < step["doc_bytes"] // 2:
+                note = f"step 2 of {held} B: not held"  # the upload was dropped
             mb = lambda v: None if v is None else v / 1e6  # noqa: E731
             rows.append([
                 f"{step['size'] / 1e6:g} MB", label[key], step.get("doc_bytes"),
                 step.get("upload_s"), plain.get("p50"), ratio(plain.get("p50"), base),
                 deflate.get("p50"), "yes" if step.get("deflate_negotiated") else "no",
                 mb(step.get("rss_loaded")), mb(step.get("rss_synced")),
-                (step.get("error") or "")[:40],
+                note[:40],
             ])  # fmt: skip
     return table(
         "(h) big documents: a fresh client's sync (median of 3), plain and with "
