@@ -9,6 +9,7 @@ from typing import Any
 
 import tornado.web
 
+from ..core import limits
 from ..core.auth import Authorize, allow_all
 from ..core.config import Config, check_base_path
 from ..server.extensions import Extension
@@ -104,6 +105,6 @@ def make_app(
         log_function=log_request,  # the access log, token-free, with fields for JSON
         websocket_ping_interval=config.ping_interval or None,
         websocket_ping_timeout=config.ping_timeout or None,
-        websocket_max_message_size=config.max_message_bytes,
+        websocket_max_message_size=limits.message_bound(config),
     )
     return app

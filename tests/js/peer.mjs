@@ -18,11 +18,16 @@
 //   awareness {state}     -> set the local awareness state
 //   set {key, value}      -> Y.Map "meta"[key] = value
 //   push {items}          -> append items to Y.Array "list"
+//   digest                -> {text_length, text_sha256, map_size, array_length, connects,
+//                            synced, connected}: a large document's facts (tests/bigdoc.py)
+//   bulk {seed, bytes}    -> about `bytes` of seeded edits (text pieces and "meta" entries),
+//                            in one transaction each 1 MB; replies {text_length, map_size}
 //   quit                  -> destroy the provider, reply, exit 0
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
 import readline from 'node:readline'
+import { createHash } from 'node:crypto'
 
 const [serverUrl, room, token] = process.argv.slice(2)
 if (!serverUrl || !room) {
@@ -126,8 +131,46 @@ function state () {
   }
 }
 
+function digest () {
+  const content = text.toString()
+  return {
+    text_length: content.length,
+    text_sha256: createHash('sha256').update(content, 'utf8').digest('hex'),
+    map_size: doc.getMap('meta').size,
+    array_length: doc.getArray('list').length,
+    connects,
+    remote_updates: remoteUpdates,
+    synced: provider.synced,
+    connected: provider.wsconnected
+  }
+}
+
+function bulk ({ seed, bytes }) {
+  const rnd = prng(seed)
+  const words = Array.from({ length: 1500 }, () =>
+    Array.from({ length: 2 + Math.floor(rnd() * 7) }, () => 'etaoinshrdlucmfw'[Math.floor(rnd() * 16)]).join(''))
+  let pool = ''
+  while (pool.length < (1 << 20) + 70000) pool += words[Math.floor(rnd() * rnd() * words.length)] + ' '
+  const meta = doc.getMap('meta')
+  let done = 0
+  let key = 0
+  while (done < bytes) {
+    doc.transact(() => {
+      for (let k = 0; k < 16 && done < bytes; k++) {
+        const start = Math.floor(rnd() * (pool.length - 65536))
+        text.insert(Math.floor(rnd() * (text.length + 1)), pool.slice(start, start + 60000))
+        meta.set(`offline-${seed}-${key++}`, pool.slice(start, start + 4000))
+        done += 64000
+      }
+    })
+  }
+  return { text_length: text.length, map_size: meta.size }
+}
+
 const commands = {
   state,
+  digest,
+  bulk,
   edit,
   insert: ({ index, text: s }) => { text.insert(index, s); return {} },
   type: async ({ text: s, delay }) => {
