@@ -45,8 +45,12 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("compact_bytes", int, "log size that triggers a snapshot"),
     ("ping_interval", float, "seconds between keep-alive pings (0 = off)"),
     ("ping_timeout", float, "seconds without a pong before a socket is dropped"),
-    ("max_message_bytes", int, "largest HTTP request body; WebSocket message only with "
-     "--max-document-bytes 0 (close 1009 above)"),
+    (
+        "max_message_bytes",
+        int,
+        "largest HTTP request body; WebSocket message only with "
+        "--max-document-bytes 0 (close 1009 above)",
+    ),
     ("rate_messages", float, "messages per second per connection (close 1008 above; 0 = off)"),
     ("rate_messages_burst", int, "messages a connection may send at once before the rate applies"),
     ("rate_bytes", float, "bytes per second per connection (close 1008 above; 0 = off)"),
@@ -59,8 +63,12 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("max_awareness_clients", int, "awareness ids one connection may own (close 1008 above)"),
     ("max_header_bytes", int, "largest HTTP request head, read before any authentication"),
     ("header_timeout", float, "seconds a client may take to send its request head"),
-    ("max_document_bytes", int, "largest encoded document, and so the largest WebSocket "
-     "message (1009 / HTTP 413 above; 0 = off)"),
+    (
+        "max_document_bytes",
+        int,
+        "largest encoded document, and so the largest WebSocket "
+        "message (1009 / HTTP 413 above; 0 = off)",
+    ),
     ("max_connections", int, "open WebSockets in all (HTTP 503 above; 0 = off)"),
     ("api_rate", float, "HTTP API requests per second per client address (429; 0 = off)"),
     ("api_rate_burst", int, "HTTP API requests a client address may make at once"),

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from prometheus_client import generate_latest
-from pycrdt import Text
+from pycrdt import Doc, Text
 
 from collab import Config, Hub
 from collab.core.room import Room
@@ -145,3 +145,28 @@ async def test_a_huge_update_is_applied_off_the_loop_and_later_messages_wait_beh
     watched = watcher.doc.get("content", type=Text)
     await eventually(lambda: str(watched) == BIG + " and a tail")
     assert held == {"threads": ["collab-crdt_0"], "timed_out": False}
+
+
+async def test_a_large_snapshot_is_encoded_off_the_loop(hub, store, monkeypatch):
+    log = store.log("big")
+    log.append(Record(valid_update(BIG), 0.0, "test"))
+    await log.flush()
+    writer = RecordingPeer("w")
+    session = await hub.join("big", writer)
+    doc = hub.document("big")
+    threads = []
+    get_update = Doc.get_update
+
+    def spy(self, state=None):
+        update = get_update(self, state) if state is not None else get_update(self)
+        if len(update) >= len(BIG):
+            threads.append(threading.current_thread().name)
+        return update
+
+    monkeypatch.setattr(Doc, "get_update", spy)
+    compacting = asyncio.ensure_future(doc.compact(force=True))
+    await eventually(lambda: doc._busy is not None or compacting.done())
+    session.receive(Editor(client_id=5).type("meanwhile"))  # waits behind the encoding
+    await compacting
+    assert threads == ["collab-crdt_0"]
+    assert await hub.get_text("big") == "meanwhile" + BIG

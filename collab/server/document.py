@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from ..core import policy
 from ..core.config import Config
@@ -57,6 +58,19 @@ class Phase(enum.Enum):
     UNLOADING = "unloading"
     FAILED = "failed"  # an update could not be logged: being dropped unsaved
     CLOSED = "closed"  # unloaded, deleted or evicted: a new Document takes its place
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """Work on the room that must not overlap its messages (see ``Document._exclusive``)."""
+
+    what: str
+    size: int
+    fn: Callable[[], Any]
+    done: asyncio.Future[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +119,7 @@ class Document:
         self._flusher: asyncio.Task[None] | None = None
         self._outgoing: list[tuple[Peer | None, list[bytes]]] = []
         self.crdt: Offload | None = None  # where heavy messages are applied (set by ``load``)
-        self._inbox: deque[tuple[Session, bytes] | Sequence[Record]] | None = None
+        self._inbox: deque[tuple[Session, bytes] | Sequence[Record] | _Job] | None = None
         self._busy: asyncio.Task[None] | None = None  # the room is the CRDT thread's meanwhile
         self._settled: asyncio.Future[None] | None = None
         self._on_failed = on_failed
@@ -258,7 +272,7 @@ class Document:
             len(data) > 1 and data[1] == _STEP1 and self.room.budget.estimate >= crdt.heavy_bytes
         )
 
-    def _queue(self, item: tuple[Session, bytes] | Sequence[Record]) -> None:
+    def _queue(self, item: tuple[Session, bytes] | Sequence[Record] | _Job) -> None:
         if self._inbox is None:
             self._inbox = deque()
             self._busy = asyncio.get_running_loop().create_task(self._work_inbox())
@@ -269,6 +283,9 @@ class Document:
         try:
             while self._inbox and self.phase is Phase.OPEN:
                 item = self._inbox.popleft()
+                if isinstance(item, _Job):
+                    await self._run_job(item)
+                    continue
                 if not isinstance(item, tuple):
                     self._remote(item)
                     continue
@@ -285,8 +302,31 @@ class Document:
                     log.exception("error handling a message for %r", self.name)
                     session.peer.close(1011, "internal error")
         finally:
+            for item in self._inbox or ():
+                if isinstance(item, _Job) and not item.done.done():  # failed or deleted meanwhile
+                    item.done.set_exception(_gone(self.phase))
             self._inbox = None
             self._busy = None
+
+    async def _exclusive(self, what: str, size: int, fn: Callable[[], _T]) -> _T:
+        """``fn()`` with the room to itself: in the CRDT thread if ``size`` is heavy, while
+        this document's messages and records wait behind it; inline otherwise."""
+        crdt = self.crdt
+        if crdt is None or size < crdt.heavy_bytes:
+            return fn()
+        if self.phase is not Phase.OPEN:  # unloading: no client, no record reaches the room
+            return await crdt.run(self.name, what, size, fn)
+        job = _Job(what, size, fn, asyncio.get_running_loop().create_future())
+        self._queue(job)
+        result: _T = await job.done
+        return result
+
+    async def _run_job(self, job: _Job) -> None:
+        assert self.crdt is not None
+        try:
+            job.done.set_result(await self.crdt.run(self.name, job.what, job.size, job.fn))
+        except Exception as exc:
+            job.done.set_exception(exc)
 
     async def _receive_heavy(self, session: Session, data: bytes) -> Effects:
         assert self.crdt is not None
@@ -493,9 +533,11 @@ class Document:
                 if self.unsnapshotted <= 0 and not force:
                     return
                 await self.quiet()
-                start = time.perf_counter()
-                state, upto, count = self.room.doc.get_update(), self.cursor, self.unsnapshotted
-                log_slow(self.name, "snapshot encoding", len(state), start)
+                state, upto, count = await self._exclusive(
+                    "snapshot encoding",
+                    self.room.budget.estimate,
+                    lambda: (self.room.doc.get_update(), self.cursor, self.unsnapshotted),
+                )
                 start = time.perf_counter()
                 try:
                     await self.log.compact(state, upto)
