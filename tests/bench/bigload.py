@@ -84,7 +84,8 @@ def build(mb: int, seed: int, client_id: int) -> bytes:
 def start(data_dir: Path, port: int, workdir: Path) -> subprocess.Popen[bytes]:
     cmd = ["taskset", "-c", "0", sys.executable, "-m", "collab", "serve", "--host", "127.0.0.1",
            "--port", str(port), "--data-dir", str(data_dir), "--no-history"]  # fmt: skip
-    env = {**os.environ, "COLLAB_RATE_BYTES": "0", "COLLAB_RATE_MESSAGES": "0"}
+    env = {**os.environ, "COLLAB_RATE_BYTES": "0", "COLLAB_RATE_MESSAGES": "0",
+           "COLLAB_MAX_DOCUMENT_BYTES": str(512 << 20)}  # fmt: skip
     proc = spawn(cmd, env, workdir / f"collab-{port}.log")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
