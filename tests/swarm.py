@@ -273,17 +273,21 @@ async def _sample(server: ServerProcess, swarm: Swarm, t0: float) -> dict[str, f
 
 
 _COLUMNS = ["t", "rss_mb", "fds", "fds_extra", "connections", "docs_loaded", "tasks", "timers",
-            "ready_cbs", "aw_states", "aw_excess", "clients", "synced", "edits", "joins"]  # fmt: skip
+    "ready_cbs", "aw_states", "aw_excess", "clients", "synced", "edits", "joins"]  # fmt: skip
 
 
 def _row(sample: dict[str, float]) -> str:
-    return "  ".join(f"{k}={sample[k]:.1f}" if k == "rss_mb" else f"{k}={sample[k]:g}" for k in _COLUMNS)
+    return "  ".join(
+        f"{k}={sample[k]:.1f}" if k == "rss_mb" else f"{k}={sample[k]:g}" for k in _COLUMNS
+    )
 
 
 async def run_soak(
     opts: SoakOptions, workdir: Path, say: Any = print, deadline_s: float | None = None
 ) -> Verdict:
-    """The soak: start a server and a swarm, load, sample, drain, check; never raises on a finding."""
+    """The soak: start a server and a swarm, load, sample, drain, check.
+
+    A finding (growth, a lost token) is in the verdict, never raised."""
     names = [f"soak-{i:04d}" for i in range(opts.docs)]
     args = [*NO_LIMITS, "--idle-timeout", str(opts.idle_timeout), "--fsync", opts.fsync]
     args += ["--log-level", "warning", *opts.extra_args]
@@ -320,8 +324,9 @@ async def run_soak(
         samples.append(before)
         say("before: " + _row(before))
         await swarm.start(timeout=max(120.0, opts.conns / 10))
-        say(f"# {per_doc * opts.docs} clients over {opts.docs} documents connected and synced in "
-            f"{time.monotonic() - t0:.1f}s; soaking {opts.duration:g}s (warm-up {opts.warmup:g}s)")  # fmt: skip
+        took = time.monotonic() - t0
+        say(f"# {per_doc * opts.docs} clients over {opts.docs} documents connected and synced "
+            f"in {took:.1f}s; soaking {opts.duration:g}s (warm-up {opts.warmup:g}s)")  # fmt: skip
         t0 = time.monotonic()
         while (elapsed := time.monotonic() - t0) < opts.duration:
             sample = await _sample(server, swarm, t0)
@@ -432,7 +437,9 @@ def _judge(opts: SoakOptions, verdict: Verdict) -> None:
             f"{key:<12} {start[key]:>10.1f} {a:>10.1f} {b:>10.1f} {growth:>+10.1f} {limit:>10.1f}"
         )
         if growth > limit:
-            verdict.failures.append(f"{key} grew by {growth:.1f} after warm-up (tolerance {limit:.1f})")
+            verdict.failures.append(
+                f"{key} grew by {growth:.1f} after warm-up (tolerance {limit:.1f})"
+            )
     loaded = max(s["docs_loaded"] for s in steady)
     if loaded > opts.docs:
         verdict.failures.append(f"{loaded:g} documents loaded, more than the {opts.docs} there are")

@@ -6,7 +6,9 @@ syncer; ``filelog.FileLog`` is one open document, ``disk`` does the blocking
 work (layout, repair on load) and ``records`` is the byte format.
 ``read_only`` stores never write, move or truncate anything (``collab export``
 beside a running server). ``readiness`` probes the directory (``probe``) in the
-store's threads at most every ``PROBE_INTERVAL`` seconds.
+store's threads at most every ``PROBE_INTERVAL`` seconds, and reports a log
+write or fsync that failed (``fault``) until one of its kind succeeds again or
+``FAULT_HOLD`` seconds have passed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ __all__ = ["GROUP_COMMIT_WINDOW", "PROBE_INTERVAL", "FileCursor", "FileLog", "Fi
 
 PROBE_INTERVAL = 2.0  # seconds between readiness probes of the directory
 PROBE_TIMEOUT = 5.0  # a probe that takes longer (a hung disk) reports not ready
+# A failed log write or fsync keeps ``readiness`` failing this long after the last failure
+# (unless one of the same kind succeeds first): the probe's small file may still fit on a
+# disk too full for a record, or a probe's fsync succeed where a log's failed.
+FAULT_HOLD = 10.0
 
 log = logging.getLogger("collab.store")
 
@@ -81,6 +87,8 @@ class FileStore:
         self._ready: str | None = None
         self._next_probe = 0.0
         self._probing: asyncio.Future[str | None] | None = None
+        self.faults = 0  # log writes and fsyncs that failed
+        self.failing: dict[str, tuple[str, float]] = {}  # "write"/"fsync" -> why, since when
 
     # -- the directory lock -------------------------------------------------
 
@@ -132,7 +140,8 @@ class FileStore:
         return await self.run(self._list, after, limit)
 
     async def readiness(self) -> str | None:
-        """None if the directory took a small fsynced write, has space and its lock."""
+        """None if the directory took a small fsynced write, has space and its lock, and no
+        log write or fsync failed in the last ``FAULT_HOLD`` seconds (since one succeeded)."""
         if self.read_only:
             return "the store is read-only"
         loop = asyncio.get_running_loop()
@@ -141,7 +150,7 @@ class FileStore:
             self._probing = asyncio.ensure_future(self.run(self._probe))
         probing = self._probing
         if probing is None:
-            return self._ready
+            return self._ready or self._recent_fault(loop.time())
         try:
             await asyncio.wait_for(asyncio.shield(probing), PROBE_TIMEOUT)
         except TimeoutError:
@@ -154,7 +163,23 @@ class FileStore:
             self._ready = probing.result() if exc is None else f"probe failed: {exc}"
             if self._ready is not None:
                 log.warning("not ready: %s", self._ready)
-        return self._ready
+        return self._ready or self._recent_fault(loop.time())
+
+    def _recent_fault(self, now: float) -> str | None:
+        for kind, (reason, when) in list(self.failing.items()):
+            if now - when < FAULT_HOLD:
+                return reason
+            del self.failing[kind]
+        return None
+
+    def fault(self, kind: str, reason: str) -> None:
+        """A log ``kind`` (``write``, ``fsync``) failed: not ready for a while (``FAULT_HOLD``)."""
+        self.faults += 1
+        self.failing[kind] = (reason, asyncio.get_running_loop().time())
+
+    def mended(self, kind: str) -> None:
+        """A log ``kind`` succeeded again: that fault no longer counts against readiness."""
+        self.failing.pop(kind, None)
 
     async def close(self) -> None:
         """Close every open log (fsyncing it), stop the syncer and the threads, unlock."""

@@ -94,14 +94,22 @@ class FileLog:
         return loaded
 
     def append(self, record: Record) -> Cursor:
-        file = self._writable()
+        try:
+            file = self._writable()
+        except OSError as exc:
+            if exc.errno != errno.EIO or self._failed is None:  # not a fault noted already
+                self.store.fault("write", f"cannot create a log of {self.name!r}: {_why(exc)}")
+            raise
         frame = fmt.encode_record(record, file.version)
         try:
             write_whole(file, frame)
         except OSError as exc:
             if file.torn:
                 self._failed = exc  # nothing may follow the torn record: reload from disk
+            self.store.fault("write", f"cannot write to the log of {self.name!r}: {_why(exc)}")
             raise
+        if self.store.failing:
+            self.store.mended("write")
         self._size += len(frame)
         self._n = file.written = self._n + 1
         if self._carry is not None:
@@ -279,8 +287,11 @@ class FileLog:
                 await self.store.run(self.store.disk.fsync_files, fds, new_entries)
             except OSError as exc:
                 self._failed = exc  # after a failed fsync, data may be gone: reload it
+                self.store.fault("fsync", f"fsync of the log of {self.name!r} failed: {_why(exc)}")
                 raise
             self.store.on_fsync(time.perf_counter() - start)
+            if self.store.failing:
+                self.store.mended("fsync")
             for file, mark in dirty:
                 file.synced, file.dir_synced = max(file.synced, mark), True
             self._recount()
@@ -293,3 +304,7 @@ class FileLog:
             if file.first <= done + 1:
                 done = max(done, file.synced)
         self._synced = done
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)

@@ -31,15 +31,23 @@ from tests.swarm import SoakOptions, run_soak  # noqa: E402
 
 
 def options(argv: list[str]) -> tuple[SoakOptions, argparse.Namespace]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     for f in dataclasses.fields(SoakOptions):
         if f.name in ("extra_args", "pin"):
             continue
         flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, type=type(f.default), default=f.default, help=f"default {f.default}")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin server and clients to cores")
+        parser.add_argument(
+            flag, type=type(f.default), default=f.default, help=f"default {f.default}"
+        )
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin server and clients to cores"
+    )
     parser.add_argument("--json", help="write every sample and the verdict to this file")
-    parser.add_argument("--server-arg", action="append", default=[], help="extra collab serve argument")
+    parser.add_argument(
+        "--server-arg", action="append", default=[], help="extra collab serve argument"
+    )
     ns = parser.parse_args(argv)
     fields = {f.name: getattr(ns, f.name) for f in dataclasses.fields(SoakOptions)
               if f.name not in ("extra_args", "pin")}  # fmt: skip
