@@ -36,7 +36,9 @@ _SAMPLED = {
     "history_versions": "Versions of documents cut since start",
     "history_failures": "Versions that could not be stored (history only: logged)",
     "history_damaged": "Version files found damaged (not listed; logged)",
+    "store_faults": "Log writes and fsyncs of the store that failed (logged; /readyz says why)",
 }
+_OPTIONAL = {"store_faults"}  # exported only once a reader is given (``sample``)
 
 
 class Metrics:
@@ -122,6 +124,8 @@ class _Sampler(Collector):
             yield CounterMetricFamily(f"collab_{name}", text, getattr(m, name))
         for name, text in _SAMPLED.items():
             read = m.sampled.get(name)
+            if read is None and name in _OPTIONAL:
+                continue
             yield CounterMetricFamily(f"collab_{name}", text, read() if read is not None else 0)
         yield from _event_loop()
         if m.redis_up is not None:

@@ -229,7 +229,11 @@ class Directory:
             files.append(LogFile(seq, path, version, start, size, first, last, last))
             damaged += bad
         if files and files[-1].version == fmt.LOG_VERSION and not self.read_only:
-            files[-1].fd = os.open(files[-1].path, os.O_WRONLY | os.O_APPEND)
+            try:
+                files[-1].fd = os.open(files[-1].path, os.O_WRONLY | os.O_APPEND)
+            except OSError as exc:  # read-only file system, lost permissions: it still reads
+                log.warning("log %s cannot be opened for writing (%s); read only for now",
+                            files[-1].path, exc.strerror)  # fmt: skip
         return loaded, files, files[-1].seq + 1 if files else base, damaged
 
     def _read_snapshot(self, snap: Path, corrupt: Path, name: str) -> tuple[int, bytes]:

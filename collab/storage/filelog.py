@@ -307,4 +307,8 @@ class FileLog:
 
 
 def _why(exc: OSError) -> str:
-    return exc.strerror or str(exc)
+    """``No space left on device (short write to x.0.log)``: the errno's words, then any detail."""
+    if not exc.errno:
+        return str(exc)
+    words = os.strerror(exc.errno)
+    return words if exc.strerror in (None, words) else f"{words} ({exc.strerror})"
