@@ -59,6 +59,7 @@ class LogFile:
     synced: int  # its records up to this one are fsynced
     fd: int = -1  # open (O_APPEND) while it may still need writing or fsyncing
     dir_synced: bool = True  # its directory entry is durable
+    entry: int = 0  # when not: its number among the entries the store created (``FileStore``)
     torn: bool = False  # a failed write could not be truncated back
 
     @property

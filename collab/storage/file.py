@@ -28,7 +28,7 @@ from ..core import names
 from . import probe
 from . import records as fmt
 from .base import DocInfo, FsyncPolicy, Presence, StoreLocked
-from .disk import Directory
+from .disk import Directory, fsync_dir
 from .filelog import GROUP_COMMIT_WINDOW, FileCursor, FileLog
 
 __all__ = ["GROUP_COMMIT_WINDOW", "PROBE_INTERVAL", "FileCursor", "FileLog", "FileStore"]
@@ -88,6 +88,9 @@ class FileStore:
         self._next_probe = 0.0
         self._probing: asyncio.Future[str | None] | None = None
         self.faults = 0  # log writes and fsyncs that failed
+        self._entries = 0  # directory entries (new logs) created, numbered from 1
+        self._entries_synced = 0  # every entry up to this one is durable (a directory fsync)
+        self._dir_sync: asyncio.Future[None] | None = None
         self.failing: dict[str, tuple[str, float]] = {}  # "write"/"fsync" -> why, since when
 
     # -- the directory lock -------------------------------------------------
@@ -218,6 +221,27 @@ class FileStore:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="collab-store")
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def created(self) -> int:
+        """A new log's directory entry was just created: its number for ``sync_directory``."""
+        self._entries += 1
+        return self._entries
+
+    async def sync_directory(self, entry: int) -> None:
+        """Return once entry ``entry`` is durable: one directory fsync for every log
+        created before it started, however many documents wait for it (single flight)."""
+        while self._entries_synced < entry:
+            if self._dir_sync is None:
+                self._dir_sync = asyncio.ensure_future(self._sync_directory())
+            await asyncio.shield(self._dir_sync)
+
+    async def _sync_directory(self) -> None:
+        covers = self._entries  # created before this fsync starts: it covers them
+        try:
+            await self.run(fsync_dir, self.root)
+            self._entries_synced = max(self._entries_synced, covers)
+        finally:
+            self._dir_sync = None
 
     def claim(self, doc: FileLog) -> None:
         if self._open.setdefault(doc.name, doc) is not doc:

@@ -211,6 +211,7 @@ class FileLog:
         """Create the next log (never appends version 2 records to a version 1 file)."""
         path = self.store.disk.log_path(self.name, self._next_seq)
         file = create_log(path, self._next_seq, self.name, self._n + 1)
+        file.entry = self.store.created()
         self._files.append(file)
         self._next_seq += 1
         return file
@@ -224,6 +225,7 @@ class FileLog:
         try:
             body = await self.store.run(records_after, upto, files)
             new = await self.store.run(create_log, path, seq, self.name, upto + 1, body)
+            new.entry = self.store.created()
             try:
                 write_whole(new, b"".join(self._carry))
             except BaseException:
@@ -281,10 +283,22 @@ class FileLog:
             self._commit_started = loop.time()
             dirty = [(file, file.written) for file in self._files if file.dirty]
             fds = [file.fd for file, _ in dirty]
-            new_entries = not all(file.dir_synced for file, _ in dirty)
+            entry = max((file.entry for file, _ in dirty if not file.dir_synced), default=0)
             start = time.perf_counter()
             try:
-                await self.store.run(self.store.disk.fsync_files, fds, new_entries)
+                # The new logs' directory entries with one fsync for every document
+                # (``sync_directory``), beside this log's data: durable once both are.
+                if not entry:
+                    await self.store.run(self.store.disk.fsync_files, fds, False)
+                else:
+                    done = await asyncio.gather(
+                        self.store.run(self.store.disk.fsync_files, fds, False),
+                        self.store.sync_directory(entry),
+                        return_exceptions=True,
+                    )
+                    for result in done:
+                        if isinstance(result, BaseException):
+                            raise result
             except OSError as exc:
                 self._failed = exc  # after a failed fsync, data may be gone: reload it
                 self.store.fault("fsync", f"fsync of the log of {self.name!r} failed: {_why(exc)}")
