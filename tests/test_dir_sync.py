@@ -115,3 +115,32 @@ async def test_a_failed_directory_fsync_is_a_failed_commit(tmp_path, monkeypatch
     with pytest.raises(OSError):
         await log.close()
     await store.close()
+
+
+@pytest.mark.parametrize("policy", ["always", "interval"])
+async def test_loading_fsyncs_the_logs_a_killed_process_may_have_left_unsynced(
+    tmp_path, monkeypatch, policy
+):
+    import os
+    import stat
+
+    first = FileStore(tmp_path, fsync="never")  # written, never fsynced: as after a SIGKILL
+    log = first.log("doc")
+    await log.load()
+    log.append(record(1))
+    await first.close()
+    log_inode = os.stat(tmp_path / "doc.0.log").st_ino
+    synced: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        info = os.fstat(fd)
+        synced.append(info.st_ino if stat.S_ISREG(info.st_mode) else -1)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    store = FileStore(tmp_path, fsync=policy)
+    loaded = await store.log("doc").load()
+    assert len(loaded.records) == 1
+    assert log_inode in synced and -1 in synced  # the log and the directory
+    await store.close()

@@ -81,7 +81,11 @@ class FileLog:
             raise RuntimeError(f"log of {self.name!r} is loaded already")
         self.store.claim(self)
         try:
-            loaded, files, next_seq, damaged = await self.store.run(self.store.disk.read, self.name)
+            # A killed process may have left records in the page cache only: on disk before
+            # anyone is sent them (``--fsync never`` promises nothing of the kind).
+            sync = self.store.fsync != "never"
+            read = self.store.disk.read
+            loaded, files, next_seq, damaged = await self.store.run(read, self.name, sync)
         except BaseException:
             self.store.unclaim(self)
             raise
