@@ -88,7 +88,7 @@ soak: install-test
 # Reconnect storm: 2,000 stock y-websocket clients over 200 documents, the server restarted by
 # SIGTERM and by SIGKILL; collab and the Yjs reference server side by side. STORM_ARGS: --conns,
 # --docs, --peers collab,yjs-ref, --kinds term,kill
-storm: install-test tests/bench/node_modules/.package-lock.json
+storm: install-test $(VENV)/.installed-bench tests/bench/node_modules/.package-lock.json
 	$(PY) tests/bench/storm.py $(STORM_ARGS)
 
 lint: $(VENV)/.installed-test
