@@ -12,6 +12,11 @@ new process once all had resynced) and RSS before the stop; then every token
 is checked in a fresh client's copy of each document (and, for collab, in
 ``GET /api/docs/<name>/text``): nothing may be missing or doubled.
 
+Each server in ``--jitter`` (default collab) is also stormed with every client
+using the editor page's reconnect policy (``backoffDelay`` imported from
+``web/src/connection.js``: a random delay in [cap/2, cap], cap = min(10 s,
+0.4 s * 2^n)) instead of y-websocket's fixed 100 ms * 2^n.
+
 The reference server keeps documents in memory only, so after its restart the
 documents come back from the clients; collab's come from its disk.
 
@@ -119,17 +124,23 @@ async def texts_over_rest(server: Restartable, docs: list[str]) -> dict[str, str
     return {doc: await loop.run_in_executor(None, get, doc) for doc in docs}
 
 
-async def storm(peer: Peer, kind: str, conns: int, docs: int, workdir: Path) -> dict[str, Any]:
+async def storm(
+    peer: Peer, kind: str, conns: int, docs: int, workdir: Path, jitter: bool = False
+) -> dict[str, Any]:
     names = [f"storm-{i:03d}" for i in range(docs)]
     server = Restartable(peer, workdir)
     server.start()
     swarm = Swarm({"url": server.ws, "docs": names, "perDoc": conns // docs, "connectBatch": 100,
-                   "soak": None}, cpu="1")  # fmt: skip
-    row: dict[str, Any] = {"server": peer.label, "stop": kind}
+                   "soak": None, "jitter": 1 if jitter else 0}, cpu="1")  # fmt: skip
+    label = peer.label + (", page backoff (jittered)" if jitter else "")
+    row: dict[str, Any] = {"server": label, "stop": kind}
     try:
         t = time.monotonic()
         await swarm.start(timeout=300)
         row["connect_s"] = time.monotonic() - t
+        if jitter:
+            row["policy"] = swarm.ready.get("pagePolicy")
+            assert swarm.ready.get("jittered") == swarm.ready.get("clients"), swarm.ready
         row["before"] = (await swarm.request("edit"))["made"]
         await asyncio.sleep(1.0)  # the first edits reach everyone
         assert server.proc is not None
@@ -208,16 +219,24 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--docs", type=int, default=200)
     parser.add_argument("--peers", default="collab,yjs-ref")
     parser.add_argument("--kinds", default="term,kill")
+    parser.add_argument(
+        "--jitter",
+        default="collab",
+        help="servers also stormed with clients using the editor page's jittered backoff "
+        "(web/src/connection.js); empty: none",
+    )
     parser.add_argument("--json", help="write the rows to this file")
     ns = parser.parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     print(f"# reconnect storm, {started}: {ns.conns} clients over {ns.docs} documents", flush=True)
     rows = []
     try:
-        for key in ns.peers.split(","):
+        runs = [(key, False) for key in ns.peers.split(",")]
+        runs += [(key, True) for key in ns.jitter.split(",") if key]
+        for key, jitter in runs:
             for kind in ns.kinds.split(","):
                 with tempfile.TemporaryDirectory(prefix=f"collab-storm-{key}-") as tmp:
-                    row = await storm(PEERS[key], kind, ns.conns, ns.docs, Path(tmp))
+                    row = await storm(PEERS[key], kind, ns.conns, ns.docs, Path(tmp), jitter)
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "tokens"}), flush=True)
     finally:

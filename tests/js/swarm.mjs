@@ -30,6 +30,18 @@ import readline from 'node:readline'
 
 process.setMaxListeners(0) // each provider adds an exit handler
 const spec = JSON.parse(process.argv[2])
+
+// The editor page's reconnect policy (web/src/connection.js: equal jitter, [cap/2, cap]) for the
+// `jitter` share of the clients; a copy of it if that module cannot be loaded here.
+let backoffDelay = (attempt) => {
+  const cap = Math.min(10000, 400 * 2 ** attempt)
+  return Math.round(cap / 2 + Math.random() * (cap / 2))
+}
+let pagePolicy = 'copy'
+try {
+  backoffDelay = (await import('../../web/src/connection.js')).backoffDelay
+  pagePolicy = 'web/src/connection.js'
+} catch {}
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
 const now = () => performance.now()
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -54,11 +66,25 @@ function join (doc) {
     syncs: 0, dropped: false, resyncedAt: -1
   }
   provider.awareness.setLocalState({ user: { name: `c${client.id}` }, cursor: null })
+  client.jitter = Math.random() < (spec.jitter || 0)
+  client.attempt = 0
   provider.on('status', ({ status }) => {
     if (status === 'disconnected') client.dropped = true
   })
+  if (client.jitter) {
+    // As the page does: switch the provider's own retry off before its timer fires, and
+    // connect from our own timer after a jittered delay.
+    provider.on('connection-close', () => {
+      if (!clients.has(client)) return
+      provider.shouldConnect = false
+      clearTimeout(client.retry)
+      client.retry = setTimeout(() => { if (clients.has(client)) provider.connect() },
+        backoffDelay(client.attempt++))
+    })
+  }
   provider.on('sync', (synced) => {
     if (!synced) return
+    client.attempt = 0
     client.syncs++
     if (client.syncs > 1) stats.reconnects++
     if (armedAt >= 0 && client.dropped && client.resyncedAt < 0) client.resyncedAt = now()
@@ -71,6 +97,7 @@ function join (doc) {
 
 function leave (client, abrupt = false) {
   clients.delete(client)
+  clearTimeout(client.retry)
   byDoc.get(client.doc).delete(client)
   if (abrupt && client.provider.ws) {
     // Gone without a goodbye (a closed laptop): no awareness removal, no close handshake; only
@@ -201,7 +228,8 @@ function status () {
   return {
     clients: clients.size, connected, synced, idleDocs: idle.size, ...stats,
     awarenessStates: aw.states, awarenessExcess: aw.excess,
-    rss: process.memoryUsage().rss
+    rss: process.memoryUsage().rss, jittered: [...clients].filter((c) => c.jitter).length,
+    pagePolicy
   }
 }
 
