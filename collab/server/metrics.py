@@ -39,6 +39,9 @@ _SAMPLED = {
     "store_faults": "Log writes and fsyncs of the store that failed (logged; /readyz says why)",
 }
 _OPTIONAL = {"store_faults"}  # exported only once a reader is given (``sample``)
+_GAUGES = {  # exported only once a reader is given (``sample``)
+    "awareness_states": "Awareness states held, all loaded documents",
+}
 
 
 class Metrics:
@@ -127,6 +130,10 @@ class _Sampler(Collector):
             if read is None and name in _OPTIONAL:
                 continue
             yield CounterMetricFamily(f"collab_{name}", text, read() if read is not None else 0)
+        for name, text in _GAUGES.items():
+            read = m.sampled.get(name)
+            if read is not None:
+                yield GaugeMetricFamily(f"collab_{name}", text, read())
         yield from _event_loop()
         if m.redis_up is not None:
             yield GaugeMetricFamily(
