@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,6 +51,9 @@ from peers import PEERS, Peer, free_port, spawn, stop_all  # noqa: E402
 from tests.swarm import NO_LIMITS, Swarm, check_tokens, proc_stats  # noqa: E402
 
 
+SERVER_ARGS: list[str] = []  # --server-arg: more collab serve arguments (a later one wins)
+
+
 class Restartable:
     """One server on a fixed port and data directory, started again after each stop."""
 
@@ -64,7 +68,7 @@ class Restartable:
         """Start it; return the seconds until it accepted a connection (collab: /healthz)."""
         cmd, env = self.peer.command(self.port, self.data_dir)
         if self.peer.kind == "collab":
-            cmd += [*NO_LIMITS, "--log-level", "warning"]
+            cmd += [*NO_LIMITS, "--log-level", "warning", *SERVER_ARGS]
         started = time.monotonic()
         self.proc = spawn(cmd, env, self.workdir / f"{self.peer.key}.log")
         deadline = started + timeout
@@ -226,7 +230,10 @@ async def main(argv: list[str]) -> int:
         "(web/src/connection.js); empty: none",
     )
     parser.add_argument("--json", help="write the rows to this file")
+    parser.add_argument("--server-arg", action="append", default=[], help="collab serve argument")
+    parser.add_argument("--logs", help="copy each server's log into this directory")
     ns = parser.parse_args(argv)
+    SERVER_ARGS.extend(ns.server_arg)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     print(f"# reconnect storm, {started}: {ns.conns} clients over {ns.docs} documents", flush=True)
     rows = []
@@ -237,6 +244,14 @@ async def main(argv: list[str]) -> int:
             for kind in ns.kinds.split(","):
                 with tempfile.TemporaryDirectory(prefix=f"collab-storm-{key}-") as tmp:
                     row = await storm(PEERS[key], kind, ns.conns, ns.docs, Path(tmp), jitter)
+                    if ns.logs:
+                        Path(ns.logs).mkdir(parents=True, exist_ok=True)
+                        for log in Path(tmp).glob("*.log"):
+                            target = (
+                                Path(ns.logs)
+                                / f"{log.stem}-{kind}{'-jitter' if jitter else ''}.log"
+                            )
+                            shutil.copy(log, target)
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "tokens"}), flush=True)
     finally:
