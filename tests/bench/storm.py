@@ -50,7 +50,6 @@ from peers import PEERS, Peer, free_port, spawn, stop_all  # noqa: E402
 
 from tests.swarm import NO_LIMITS, Swarm, check_tokens, proc_stats  # noqa: E402
 
-
 SERVER_ARGS: list[str] = []  # --server-arg: more collab serve arguments (a later one wins)
 
 
