@@ -290,19 +290,12 @@ class FileLog:
             entry = max((file.entry for file, _ in dirty if not file.dir_synced), default=0)
             start = time.perf_counter()
             try:
-                # The new logs' directory entries with one fsync for every document
-                # (``sync_directory``), beside this log's data: durable once both are.
-                if not entry:
-                    await self.store.run(self.store.disk.fsync_files, fds, False)
-                else:
-                    done = await asyncio.gather(
-                        self.store.run(self.store.disk.fsync_files, fds, False),
-                        self.store.sync_directory(entry),
-                        return_exceptions=True,
-                    )
-                    for result in done:
-                        if isinstance(result, BaseException):
-                            raise result
+                await self.store.run(self.store.disk.fsync_files, fds, False)
+                if entry:
+                    # Then the new logs' directory entries: one fsync for every document
+                    # waiting (``sync_directory``). After the file's, not beside it: a
+                    # journalling file system has mostly committed the entry by then.
+                    await self.store.sync_directory(entry)
             except OSError as exc:
                 self._failed = exc  # after a failed fsync, data may be gone: reload it
                 self.store.fault("fsync", f"fsync of the log of {self.name!r} failed: {_why(exc)}")
