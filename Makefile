@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8888
 DATA_DIR ?= ./data
 
-.PHONY: install install-test web run cluster test bench kill-loop lint types clean
+.PHONY: install install-test web run cluster test bench kill-loop soak storm lint types clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,18 @@ KILLS ?= 20
 REDIS_KILLS ?= 5
 kill-loop: install-test
 	$(PY) tests/bench/kill_loop.py --kills $(KILLS) --redis-kills $(REDIS_KILLS)
+
+# Soak (not part of make test): SOAK_ARGS, e.g. "--conns 2000 --docs 200 --duration 1800
+# --warmup 300"; `python tests/bench/soak.py --help` lists every knob and tolerance.
+SOAK_ARGS ?= --conns 2000 --docs 200 --duration 1800 --warmup 300
+soak: install-test
+	$(PY) tests/bench/soak.py $(SOAK_ARGS)
+
+# Reconnect storm: 2,000 stock y-websocket clients over 200 documents, the server restarted by
+# SIGTERM and by SIGKILL; collab and the Yjs reference server side by side. STORM_ARGS: --conns,
+# --docs, --peers collab,yjs-ref, --kinds term,kill
+storm: install-test $(VENV)/.installed-bench tests/bench/node_modules/.package-lock.json
+	$(PY) tests/bench/storm.py $(STORM_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .

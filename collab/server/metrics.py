@@ -6,9 +6,17 @@ they are turned into Prometheus samples only when ``/metrics`` is scraped.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -28,6 +36,11 @@ _SAMPLED = {
     "history_versions": "Versions of documents cut since start",
     "history_failures": "Versions that could not be stored (history only: logged)",
     "history_damaged": "Version files found damaged (not listed; logged)",
+    "store_faults": "Log writes and fsyncs of the store that failed (logged; /readyz says why)",
+}
+_OPTIONAL = {"store_faults"}  # exported only once a reader is given (``sample``)
+_GAUGES = {  # exported only once a reader is given (``sample``)
+    "awareness_states": "Awareness states held, all loaded documents",
 }
 
 
@@ -96,6 +109,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_Sampler(self))
+        # process_resident_memory_bytes, process_open_fds, ...: what a soak watches grow.
+        ProcessCollector(registry=self.registry)
 
     def sample(self, documents: Callable[[], int], **counters: Callable[[], int]) -> None:
         """Read the loaded-document gauge and the ``_SAMPLED`` counters from these."""
@@ -118,7 +133,14 @@ class _Sampler(Collector):
             yield CounterMetricFamily(f"collab_{name}", text, getattr(m, name))
         for name, text in _SAMPLED.items():
             read = m.sampled.get(name)
+            if read is None and name in _OPTIONAL:
+                continue
             yield CounterMetricFamily(f"collab_{name}", text, read() if read is not None else 0)
+        for name, text in _GAUGES.items():
+            read = m.sampled.get(name)
+            if read is not None:
+                yield GaugeMetricFamily(f"collab_{name}", text, read())
+        yield from _event_loop()
         if m.redis_up is not None:
             yield GaugeMetricFamily(
                 "collab_redis_up", "1 while Redis answers (cluster mode)", m.redis_up()
@@ -130,3 +152,25 @@ class _Sampler(Collector):
             )
             durability.add_metric([m.redis_appendfsync()], 1)
             yield durability
+
+
+def _event_loop() -> Iterator[Metric]:
+    """Tasks and callbacks of the running event loop (nothing when scraped off the loop)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    yield GaugeMetricFamily(
+        "collab_asyncio_tasks", "asyncio tasks not done yet", len(asyncio.all_tasks(loop))
+    )
+    handles = GaugeMetricFamily(
+        "collab_asyncio_handles",
+        "Callbacks the event loop holds: timers scheduled, callbacks ready",
+        labels=["kind"],
+    )
+    # CPython's base loop keeps them here; another loop may not (then they are not exported).
+    for kind, attr in (("timer", "_scheduled"), ("ready", "_ready")):
+        held = getattr(loop, attr, None)
+        if held is not None:
+            handles.add_metric([kind], len(held))
+    yield handles

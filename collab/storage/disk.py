@@ -59,6 +59,7 @@ class LogFile:
     synced: int  # its records up to this one are fsynced
     fd: int = -1  # open (O_APPEND) while it may still need writing or fsyncing
     dir_synced: bool = True  # its directory entry is durable
+    entry: int = 0  # when not: its number among the entries the store created (``FileStore``)
     torn: bool = False  # a failed write could not be truncated back
 
     @property
@@ -200,8 +201,12 @@ class Directory:
             path.unlink()
             seq -= 1
 
-    def read(self, name: str) -> tuple[Loaded, list[LogFile], int, int]:
+    def read(self, name: str, sync: bool = False) -> tuple[Loaded, list[LogFile], int, int]:
         """Read and repair ``name``; open its newest log for appending if it is version 2.
+
+        ``sync``: fsync its logs and the directory before returning, so that what is
+        served from now on is on disk even if it was only in the page cache (a killed
+        process's last records, not fsynced yet), and so is a repair.
 
         Returns:
             What loaded, its log files, the number of the next log, how many
@@ -228,8 +233,20 @@ class Directory:
             last = len(loaded.records)
             files.append(LogFile(seq, path, version, start, size, first, last, last))
             damaged += bad
+        if sync and files and not self.read_only:
+            for file in files:
+                fd = os.open(file.path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            fsync_dir(self.root)
         if files and files[-1].version == fmt.LOG_VERSION and not self.read_only:
-            files[-1].fd = os.open(files[-1].path, os.O_WRONLY | os.O_APPEND)
+            try:
+                files[-1].fd = os.open(files[-1].path, os.O_WRONLY | os.O_APPEND)
+            except OSError as exc:  # read-only file system, lost permissions: it still reads
+                log.warning("log %s cannot be opened for writing (%s); read only for now",
+                            files[-1].path, exc.strerror)  # fmt: skip
         return loaded, files, files[-1].seq + 1 if files else base, damaged
 
     def _read_snapshot(self, snap: Path, corrupt: Path, name: str) -> tuple[int, bytes]:

@@ -6,7 +6,9 @@ syncer; ``filelog.FileLog`` is one open document, ``disk`` does the blocking
 work (layout, repair on load) and ``records`` is the byte format.
 ``read_only`` stores never write, move or truncate anything (``collab export``
 beside a running server). ``readiness`` probes the directory (``probe``) in the
-store's threads at most every ``PROBE_INTERVAL`` seconds.
+store's threads at most every ``PROBE_INTERVAL`` seconds, and reports a log
+write or fsync that failed (``fault``) until one of its kind succeeds again or
+``FAULT_HOLD`` seconds have passed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..core import names
 from . import probe
 from . import records as fmt
 from .base import DocInfo, FsyncPolicy, Presence, StoreLocked
-from .disk import Directory
+from .disk import Directory, fsync_dir
 from .filelog import GROUP_COMMIT_WINDOW, FileCursor, FileLog
 from .generations import GenerationFiles, GenerationLog
 
@@ -34,6 +36,10 @@ __all__ = ["GROUP_COMMIT_WINDOW", "PROBE_INTERVAL", "FileCursor", "FileLog", "Fi
 
 PROBE_INTERVAL = 2.0  # seconds between readiness probes of the directory
 PROBE_TIMEOUT = 5.0  # a probe that takes longer (a hung disk) reports not ready
+# A failed log write or fsync keeps ``readiness`` failing this long after the last failure
+# (unless one of the same kind succeeds first): the probe's small file may still fit on a
+# disk too full for a record, or a probe's fsync succeed where a log's failed.
+FAULT_HOLD = 10.0
 
 log = logging.getLogger("collab.store")
 
@@ -83,6 +89,11 @@ class FileStore:
         self._ready: str | None = None
         self._next_probe = 0.0
         self._probing: asyncio.Future[str | None] | None = None
+        self.faults = 0  # log writes and fsyncs that failed
+        self._entries = 0  # directory entries (new logs) created, numbered from 1
+        self._entries_synced = 0  # every entry up to this one is durable (a directory fsync)
+        self._dir_sync: asyncio.Future[None] | None = None
+        self.failing: dict[str, tuple[str, float]] = {}  # "write"/"fsync" -> why, since when
 
     # -- the directory lock -------------------------------------------------
 
@@ -134,7 +145,8 @@ class FileStore:
         return await self.run(self._list, after, limit)
 
     async def readiness(self) -> str | None:
-        """None if the directory took a small fsynced write, has space and its lock."""
+        """None if the directory took a small fsynced write, has space and its lock, and no
+        log write or fsync failed in the last ``FAULT_HOLD`` seconds (since one succeeded)."""
         if self.read_only:
             return "the store is read-only"
         loop = asyncio.get_running_loop()
@@ -143,7 +155,7 @@ class FileStore:
             self._probing = asyncio.ensure_future(self.run(self._probe))
         probing = self._probing
         if probing is None:
-            return self._ready
+            return self._ready or self._recent_fault(loop.time())
         try:
             await asyncio.wait_for(asyncio.shield(probing), PROBE_TIMEOUT)
         except TimeoutError:
@@ -156,7 +168,23 @@ class FileStore:
             self._ready = probing.result() if exc is None else f"probe failed: {exc}"
             if self._ready is not None:
                 log.warning("not ready: %s", self._ready)
-        return self._ready
+        return self._ready or self._recent_fault(loop.time())
+
+    def _recent_fault(self, now: float) -> str | None:
+        for kind, (reason, when) in list(self.failing.items()):
+            if now - when < FAULT_HOLD:
+                return reason
+            del self.failing[kind]
+        return None
+
+    def fault(self, kind: str, reason: str) -> None:
+        """A log ``kind`` (``write``, ``fsync``) failed: not ready for a while (``FAULT_HOLD``)."""
+        self.faults += 1
+        self.failing[kind] = (reason, asyncio.get_running_loop().time())
+
+    def mended(self, kind: str) -> None:
+        """A log ``kind`` succeeded again: that fault no longer counts against readiness."""
+        self.failing.pop(kind, None)
 
     async def close(self) -> None:
         """Close every open log (fsyncing it), stop the syncer and the threads, unlock."""
@@ -195,6 +223,27 @@ class FileStore:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="collab-store")
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def created(self) -> int:
+        """A new log's directory entry was just created: its number for ``sync_directory``."""
+        self._entries += 1
+        return self._entries
+
+    async def sync_directory(self, entry: int) -> None:
+        """Return once entry ``entry`` is durable: one directory fsync for every log
+        created before it started, however many documents wait for it (single flight)."""
+        while self._entries_synced < entry:
+            if self._dir_sync is None:
+                self._dir_sync = asyncio.ensure_future(self._sync_directory())
+            await asyncio.shield(self._dir_sync)
+
+    async def _sync_directory(self) -> None:
+        covers = self._entries  # created before this fsync starts: it covers them
+        try:
+            await self.run(fsync_dir, self.root)
+            self._entries_synced = max(self._entries_synced, covers)
+        finally:
+            self._dir_sync = None
 
     def claim(self, doc: FileLog) -> None:
         if self._open.setdefault(doc.name, doc) is not doc:

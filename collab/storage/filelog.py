@@ -81,7 +81,11 @@ class FileLog:
             raise RuntimeError(f"log of {self.name!r} is loaded already")
         self.store.claim(self)
         try:
-            loaded, files, next_seq, damaged = await self.store.run(self.store.disk.read, self.name)
+            # A killed process may have left records in the page cache only: on disk before
+            # anyone is sent them (``--fsync never`` promises nothing of the kind).
+            sync = self.store.fsync != "never"
+            read = self.store.disk.read
+            loaded, files, next_seq, damaged = await self.store.run(read, self.name, sync)
         except BaseException:
             self.store.unclaim(self)
             raise
@@ -94,14 +98,22 @@ class FileLog:
         return loaded
 
     def append(self, record: Record) -> Cursor:
-        file = self._writable()
+        try:
+            file = self._writable()
+        except OSError as exc:
+            if exc.errno != errno.EIO or self._failed is None:  # not a fault noted already
+                self.store.fault("write", f"cannot create a log of {self.name!r}: {_why(exc)}")
+            raise
         frame = fmt.encode_record(record, file.version)
         try:
             write_whole(file, frame)
         except OSError as exc:
             if file.torn:
                 self._failed = exc  # nothing may follow the torn record: reload from disk
+            self.store.fault("write", f"cannot write to the log of {self.name!r}: {_why(exc)}")
             raise
+        if self.store.failing:
+            self.store.mended("write")
         self._size += len(frame)
         self._n = file.written = self._n + 1
         if self._carry is not None:
@@ -203,6 +215,7 @@ class FileLog:
         """Create the next log (never appends version 2 records to a version 1 file)."""
         path = self.store.disk.log_path(self.name, self._next_seq)
         file = create_log(path, self._next_seq, self.name, self._n + 1)
+        file.entry = self.store.created()
         self._files.append(file)
         self._next_seq += 1
         return file
@@ -216,6 +229,7 @@ class FileLog:
         try:
             body = await self.store.run(records_after, upto, files)
             new = await self.store.run(create_log, path, seq, self.name, upto + 1, body)
+            new.entry = self.store.created()
             try:
                 write_whole(new, b"".join(self._carry))
             except BaseException:
@@ -273,14 +287,22 @@ class FileLog:
             self._commit_started = loop.time()
             dirty = [(file, file.written) for file in self._files if file.dirty]
             fds = [file.fd for file, _ in dirty]
-            new_entries = not all(file.dir_synced for file, _ in dirty)
+            entry = max((file.entry for file, _ in dirty if not file.dir_synced), default=0)
             start = time.perf_counter()
             try:
-                await self.store.run(self.store.disk.fsync_files, fds, new_entries)
+                await self.store.run(self.store.disk.fsync_files, fds, False)
+                if entry:
+                    # Then the new logs' directory entries: one fsync for every document
+                    # waiting (``sync_directory``). After the file's, not beside it: a
+                    # journalling file system has mostly committed the entry by then.
+                    await self.store.sync_directory(entry)
             except OSError as exc:
                 self._failed = exc  # after a failed fsync, data may be gone: reload it
+                self.store.fault("fsync", f"fsync of the log of {self.name!r} failed: {_why(exc)}")
                 raise
             self.store.on_fsync(time.perf_counter() - start)
+            if self.store.failing:
+                self.store.mended("fsync")
             for file, mark in dirty:
                 file.synced, file.dir_synced = max(file.synced, mark), True
             self._recount()
@@ -293,3 +315,11 @@ class FileLog:
             if file.first <= done + 1:
                 done = max(done, file.synced)
         self._synced = done
+
+
+def _why(exc: OSError) -> str:
+    """``No space left on device (short write to x.0.log)``: the errno's words, then any detail."""
+    if not exc.errno:
+        return str(exc)
+    words = os.strerror(exc.errno)
+    return words if exc.strerror in (None, words) else f"{words} ({exc.strerror})"
