@@ -521,6 +521,7 @@ class Document:
         self._outgoing.clear()
         self._held.clear()
         error = error or DocumentUnavailable("could not persist the update")
+        self.metrics.errors.labels(str(error.close_code)).inc(len(self.sessions))
         self.close_all(error.close_code, error.reason)
         self._on_failed(self)
 

@@ -140,6 +140,8 @@ class Hub:
         )
         self.metrics.sample(
             documents=lambda: len(self.registry.documents),
+            store_faults=lambda: getattr(self.store, "faults", 0),
+            awareness_states=lambda: sum(len(d.room.awareness.states) for d in self.registry),
             store_damaged=lambda: self.store.damaged,
             extension_errors=lambda: self.extensions.errors,
         )

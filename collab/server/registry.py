@@ -29,6 +29,9 @@ __all__ = ["Registry"]
 log = logging.getLogger("collab.hub")
 
 
+SHUTDOWN_FLUSHES = 4  # documents saved at once at shutdown (the file store has 4 threads)
+
+
 class Registry:
     """The loaded documents of one store."""
 
@@ -221,16 +224,21 @@ class Registry:
         self.closing = True
         for doc in self:
             doc.close_all(ShuttingDown.close_code, "server shutting down")
-        for doc in self:
-            try:
-                await doc.settled()
-                if doc.phase is not Phase.OPEN:
-                    continue
-                await doc.flushed()
-                await doc.compact()
-                await doc.log.close()
-            except Exception:
-                log.exception("could not flush %r at shutdown", doc.name)
-            self._drop(doc)
+        slots = asyncio.Semaphore(SHUTDOWN_FLUSHES)
+
+        async def save(doc: Document) -> None:
+            async with slots:
+                try:
+                    await doc.settled()
+                    if doc.phase is not Phase.OPEN:
+                        return
+                    await doc.flushed()
+                    await doc.compact()
+                    await doc.log.close()
+                except Exception:
+                    log.exception("could not flush %r at shutdown", doc.name)
+                self._drop(doc)
+
+        await asyncio.gather(*(save(doc) for doc in list(self)))
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
