@@ -153,19 +153,25 @@ def test_a_reloaded_document_breaks_a_continuing_run_at_once() -> None:
     assert room.text == "".join(chunks(50))
 
 
-def test_a_pasted_block_is_broken_after_it() -> None:
+def test_a_pasted_block_is_broken_at_the_first_keystroke_after_it() -> None:
     block = "".join(random.Random(1).choice("abcdefgh ") for _ in range(200_000))
     room, peer = Room("doc"), object()
     room.join(peer)
+    someone: Doc = Doc(client_id=5)
+    someone.get("content", type=Text).insert(0, "start ")
+    room.receive(peer, protocol.encode(SyncStep2(someone.get_update())))
     writer: Doc = Doc(client_id=WRITER)
-    writer.get("content", type=Text).insert(0, "start ")
-    room.receive(peer, protocol.encode(SyncStep2(writer.get_update())))
+    writer.apply_update(someone.get_update())
     outgoing: list[bytes] = []
     writer.observe(lambda event: outgoing.append(event.update))
-    writer.get("content", type=Text).insert(6, block)
-    effects = room.receive(peer, protocol.encode(Update(outgoing[0])))
-    assert len(effects.relay) == 2
-    assert room.text == "start " + block
+    text = writer.get("content", type=Text)
+    text.insert(6, block)
+    pasted = room.receive(peer, protocol.encode(Update(outgoing[0])))
+    assert len(pasted.relay) == 1  # the paste alone is relayed as it came
+    text += "!"
+    typed = room.receive(peer, protocol.encode(Update(outgoing[1])))
+    assert len(typed.relay) == 2  # the keystroke after it, then the break
+    assert room.text == "start " + block + "!"
 
 
 def test_content_of_another_shared_type_is_never_touched() -> None:

@@ -98,8 +98,10 @@ class Runs:
     def should_break(self, update: bytes) -> bool:
         """Count ``update``; True if its run is now due a break (the caller breaks it).
 
-        A run this table has not seen start (a client continuing after the
-        document was loaded) is due at once: its length is unknown.
+        Only an update that continues a run is due: a large paste alone is not
+        (the keystroke after it is). A run this table has not seen start (a
+        client continuing after the document was loaded) is due at once: its
+        length is unknown.
         """
         if not self.bound:
             return False
@@ -110,14 +112,10 @@ class Runs:
         sizes = self._sizes
         known = sizes.get(client) if continues else 0
         total = self.bound if known is None else known + size
-        if total < self.bound:
+        if total < self.bound or not continues:  # a paste alone is relayed as it came
             if len(sizes) >= _MAX_CLIENTS and client not in sizes:
                 sizes.clear()
             sizes[client] = total
             return False
         sizes[client] = 0
         return True
-
-    def broken(self, client: int) -> None:
-        """A run of ``client`` ended another way (the break went elsewhere): count from zero."""
-        self._sizes[client] = 0
