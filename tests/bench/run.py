@@ -205,10 +205,14 @@ def _throughput(
     return result
 
 
+LAYOUTS = ["1x10", "1x10-end", "200x2"]  # --layouts picks some
+
+
 def throughput(server: Server, q: bool, workdir: Path) -> Json:
-    out = {"1x10": _throughput(server, q, workdir, "1x10")}
-    out["1x10-end"] = _throughput(server, q, workdir, "1x10-end", writer="end")
-    out["200x2"] = _throughput(server, q, workdir, "200x2")
+    out = {}
+    for layout in LAYOUTS:
+        writer = "end" if layout.endswith("-end") else "jump"
+        out[layout] = _throughput(server, q, workdir, layout, writer=writer)
     return out
 
 
@@ -818,6 +822,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios", default=",".join(SCENARIOS), help=f"subset of {','.join(SCENARIOS)}"
     )
     p.add_argument("--peers", default=",".join(COMPARED), help=f"subset of {','.join(COMPARED)}")
+    p.add_argument(
+        "--layouts", default=",".join(LAYOUTS), help=f"throughput: subset of {','.join(LAYOUTS)}"
+    )
     return p.parse_args(argv)
 
 
@@ -831,6 +838,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in peers:
         if name not in PEERS:
             raise SystemExit(f"unknown peer {name!r}")
+    layouts = [x for x in args.layouts.split(",") if x]
+    for name in layouts:
+        if name not in LAYOUTS:
+            raise SystemExit(f"unknown layout {name!r}")
+    LAYOUTS[:] = layouts
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("make bench needs two cores: one for the server, one for the generator")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
