@@ -800,7 +800,17 @@ async function append () {
   const runID = spec.client_id ?? randomClientID()
   clientIDs.push(runID)
   const frames = endWriterUpdates(total, 0, runID)
-  const plan = spec.points.map((at) => [`append-${at}`, Math.max(0, at - spec.window), at])
+  // Each window in `spec.slices` slices (`label/k`), each between its own marks: the orchestrator
+  // takes the median slice, so a burst of someone else's load on the machine moves it less.
+  const sliced = (label, from, to) => {
+    const k = Math.max(1, Math.min(spec.slices ?? 1, to - from))
+    return Array.from({ length: k }, (_, j) => [
+      `${label}/${j}`,
+      from + Math.round(((to - from) * j) / k),
+      from + Math.round(((to - from) * (j + 1)) / k)
+    ])
+  }
+  const plan = spec.points.flatMap((at) => sliced(`append-${at}`, Math.max(0, at - spec.window), at))
   const sentRun = await run(`${tag}-run`, frames, plan)
 
   // A pasted block, continued: one insert of `paste_chars`, then keystrokes after it.
@@ -814,7 +824,7 @@ async function append () {
     for (let k = 1; k <= spec.keystrokes; k++) chunks.push(`~S${k};`)
     sentPaste = await run(`${tag}-paste`, appendUpdates(chunks, pasteID), [
       ['paste-insert', 0, 1],
-      ['paste-keys', 1, chunks.length]
+      ...sliced('paste-keys', 1, chunks.length)
     ])
   }
   return {
