@@ -45,7 +45,12 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("compact_bytes", int, "log size that triggers a snapshot"),
     ("ping_interval", float, "seconds between keep-alive pings (0 = off)"),
     ("ping_timeout", float, "seconds without a pong before a socket is dropped"),
-    ("max_message_bytes", int, "largest accepted WebSocket message (close 1009 above)"),
+    (
+        "max_message_bytes",
+        int,
+        "largest HTTP request body; WebSocket message only with "
+        "--max-document-bytes 0 (close 1009 above)",
+    ),
     ("rate_messages", float, "messages per second per connection (close 1008 above; 0 = off)"),
     ("rate_messages_burst", int, "messages a connection may send at once before the rate applies"),
     ("rate_bytes", float, "bytes per second per connection (close 1008 above; 0 = off)"),
@@ -58,7 +63,12 @@ _OPTIONS: list[tuple[str, type, str]] = [
     ("max_awareness_clients", int, "awareness ids one connection may own (close 1008 above)"),
     ("max_header_bytes", int, "largest HTTP request head, read before any authentication"),
     ("header_timeout", float, "seconds a client may take to send its request head"),
-    ("max_document_bytes", int, "largest encoded document (1009 / HTTP 413 above; 0 = off)"),
+    (
+        "max_document_bytes",
+        int,
+        "largest encoded document, and so the largest WebSocket "
+        "message (1009 / HTTP 413 above; 0 = off)",
+    ),
     ("max_connections", int, "open WebSockets in all (HTTP 503 above; 0 = off)"),
     ("api_rate", float, "HTTP API requests per second per client address (429; 0 = off)"),
     ("api_rate_burst", int, "HTTP API requests a client address may make at once"),
@@ -200,6 +210,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="keep a version history of every document (env COLLAB_HISTORY=0/1; default on)",
     )
+    serve.add_argument(
+        "--compression",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="permessage-deflate with clients that offer it, for messages of 16 KiB and more "
+        "(env COLLAB_COMPRESSION=0/1; default on)",
+    )
     commands.add_parser(
         "webhook-secret", help="print a new random whsec_ secret for --webhook-secret"
     )
@@ -251,6 +268,11 @@ def _resolve(args: argparse.Namespace) -> None:
         if env not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
             raise SystemExit(f"collab: COLLAB_HISTORY: invalid boolean value: {env!r}")
         args.history = env in ("", "1", "true", "yes", "on")
+    if args.compression is None:
+        env = (_env("compression") or "").strip().lower()
+        if env not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise SystemExit(f"collab: COLLAB_COMPRESSION: invalid boolean value: {env!r}")
+        args.compression = env in ("", "1", "true", "yes", "on")
     if args.webhook_include_text is None:
         env = (_env("webhook_include_text") or "").strip().lower()
         if env not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
@@ -336,6 +358,7 @@ def _config(args: argparse.Namespace) -> Config:
     if args.log_format not in ("text", "json"):
         raise SystemExit(f"collab: --log-format must be text or json, not {args.log_format!r}")
     values["history"] = args.history
+    values["compression"] = args.compression
     if args.memory:
         values["data_dir"] = None
     if args.redis_url:

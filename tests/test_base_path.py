@@ -58,7 +58,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 def test_nothing_is_served_outside_the_base_path(server: ServerProcess) -> None:
-    for path in ["/", "/d/x", "/healthz", "/readyz", "/metrics", "/api/docs", "/static/style.css"]:
+    outside = ["/", "/d/x", "/healthz", "/readyz", "/metrics", "/api/docs", "/static/style.css"]
+    for path in [*outside, "/sw.js"]:
         assert server.get(path)[0] == 404, path
     assert server.get(f"{BASE}/readyz")[0] != 404
     for path in [f"{BASE}/", f"{BASE}/d/x", f"{BASE}/healthz", f"{BASE}/metrics"]:
@@ -70,6 +71,11 @@ def test_nothing_is_served_outside_the_base_path(server: ServerProcess) -> None:
     # /collab without the slash: redirected to the home page, query kept.
     with urllib.request.urlopen(server.url + BASE + "?token=t", timeout=5) as res:
         assert res.url == f"{server.url}{BASE}/?token=t"
+    # The service worker lives at the base path, so that its scope is the base path.
+    with urllib.request.urlopen(f"{server.url}{BASE}/sw.js", timeout=5) as res:
+        assert res.headers["Content-Type"] == "text/javascript; charset=utf-8"
+        assert res.headers["Cache-Control"] == "no-cache"
+        assert b"static/editor.js?v=" in res.read()
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(server.url + "/collabx/", timeout=5)
 
@@ -88,6 +94,8 @@ def test_pages_under_the_base_path_open_edit_and_link(server: ServerProcess, bro
         home.on("websocket", lambda ws: requested.append(ws.url))
         home.goto(f"{server.url}{BASE}/")
         expect(home.locator("#docs-summary")).not_to_have_text("Loading…")  # the API answered
+        scope = home.evaluate("navigator.serviceWorker.ready.then((r) => r.scope)")
+        assert scope == f"{server.url}{BASE}/"  # the pages open offline, under the prefix
         home.get_by_label("Open or create a document").fill(name)
         home.keyboard.press("Enter")
         expect(home).to_have_url(f"{server.url}{BASE}/d/{encoded}")

@@ -132,8 +132,8 @@ def logged(caplog, *parts: str) -> bool:
     return any(all(p in r.getMessage() for p in parts) for r in caplog.records)
 
 
-@limits(max_message_bytes=1024)
-async def test_oversized_frame_closes_1009(config, ws_url) -> None:
+@limits(max_document_bytes=1024)
+async def test_a_message_past_max_document_bytes_closes_1009(config, ws_url) -> None:
     honest = await YClient(ws_url("doc")).connect()
     honest.text += "kept"
     big = await YClient(ws_url("doc")).connect()
@@ -145,6 +145,13 @@ async def test_oversized_frame_closes_1009(config, ws_url) -> None:
     assert honest.close_code is None
 
 
+@limits(max_document_bytes=0, max_message_bytes=1024)
+async def test_without_a_document_bound_max_message_bytes_bounds_messages(config, ws_url) -> None:
+    big = await YClient(ws_url("doc")).connect()
+    big.send(protocol.encode(AwarenessUpdate(b"\x00" * 1100)))
+    assert (await closed_with(big))[0] == 1009
+
+
 @limits(rate_messages=5, rate_messages_burst=5)
 async def test_message_rate_closes_1008(config, ws_url, caplog) -> None:
     client = await YClient(ws_url("doc")).connect()  # step 1 and step 2: two messages
@@ -154,7 +161,7 @@ async def test_message_rate_closes_1008(config, ws_url, caplog) -> None:
     assert logged(caplog, "rate limit", "(1008)", "127.0.0.1")
 
 
-@limits(rate_bytes=1000, rate_bytes_burst=1000, max_message_bytes=1000)
+@limits(rate_bytes=1000, rate_bytes_burst=1000, max_document_bytes=1000)
 async def test_byte_rate_closes_1008(config, ws_url) -> None:
     client = await YClient(ws_url("doc")).connect()
     for clock in range(3):

@@ -10,7 +10,9 @@ from collab.core.protocol import (
     Auth,
     AwarenessEntry,
     AwarenessUpdate,
+    Generation,
     QueryAwareness,
+    Save,
     SyncStep1,
     SyncStep2,
     Update,
@@ -24,6 +26,10 @@ GOLDEN = [
     (Auth("no"), b"\x02\x00\x02no"),
     (QueryAwareness(), b"\x03"),
     (Update(b"x" * 200), b"\x00\x02\xc8\x01" + b"x" * 200),  # two-byte varuint length
+    (Save(b"\x07"), b"\x66\x01\x07"),  # collab's own: 102, the page's token varuint 7
+    (Save(b""), b"\x66\x00"),
+    (Generation("12"), b"\x67\x0212"),  # collab's own: 103
+    (Generation(""), b"\x67\x00"),
 ]
 
 
@@ -57,6 +63,11 @@ def test_awareness_payload_round_trips():
         (b"\xff\xff\xff\xff\xff\xff\xff\x7f", "out of range"),
         (b"\x03\x00", "trailing bytes"),
         (b"\x02\x00\x02\xff\xfe", "not UTF-8"),
+        (b"\x66\x21" + b"x" * 33, "save token over 32 bytes"),
+        (b"\x66", "truncated varuint"),
+        (b"\x66\x01\x07\x00", "trailing bytes"),
+        (b"\x67\x41" + b"1" * 65, "generation over 64 bytes"),
+        (b"\x67\x01\xff", "not UTF-8"),
     ],
 )
 def test_decode_rejects_malformed_frames(wire, why):

@@ -229,6 +229,45 @@ async def test_delete_then_load_is_empty(backend):
         assert not await store.log("doc").delete()
 
 
+async def generation_of(store: Store, name: str) -> str:
+    log = store.log(name)
+    generation = (await log.load()).generation
+    await log.close()
+    return generation
+
+
+async def test_the_generation_stays_while_the_document_lives(backend):
+    async with backend.open() as store:
+        unknown = await generation_of(store, "doc")
+        assert unknown != ""  # every store here keeps generations
+        log = store.log("doc")
+        loaded = await log.load()
+        assert loaded.generation == unknown  # created: still the same incarnation
+        upto = log.append(edits(1)[0])
+        await log.compact(state_of(edits(1)), upto)
+        log.append(edits(2)[1])
+        await log.close()
+    async with backend.open() as store:  # and across a restart
+        assert await generation_of(store, "doc") == unknown
+        assert await generation_of(store, "other") != ""
+
+
+async def test_deleting_a_document_starts_another_generation(backend):
+    seen = []
+    async with backend.open() as store:
+        for _ in range(3):  # deleted, created again, deleted again...
+            log = store.log("doc")
+            seen.append((await log.load()).generation)
+            log.append(edits(1)[0])
+            await log.flush()
+            assert await log.delete()
+        seen.append(await generation_of(store, "doc"))
+        assert await generation_of(store, "doc") == seen[-1]  # loading changes nothing
+    async with backend.open() as store:
+        assert await generation_of(store, "doc") == seen[-1]  # remembered across a restart
+    assert len(set(seen)) == 4, seen
+
+
 async def test_list_and_info_name_every_stored_document(backend):
     async with backend.open() as store:
         for name in ("b/c", "a", "été"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pycrdt import Doc, Text, TransactionEvent
 from tornado.httpclient import HTTPRequest
@@ -55,13 +55,18 @@ class YClient:
         if not self._remote and self.ws is not None:
             self.send(protocol.encode(Update(event.update)))
 
-    async def connect(self, wait_synced: bool = True) -> YClient:
-        """Open the socket and sync (again: offline edits are sent on reconnect)."""
+    async def connect(self, wait_synced: bool = True, first: Sequence[bytes] = ()) -> YClient:
+        """Open the socket and sync (again: offline edits are sent on reconnect).
+
+        ``first``: frames to send before anything else (before sync step 1).
+        """
         self.synced.clear()
         self.closed.clear()
         request = HTTPRequest(self.url, headers=self.headers, ssl_options=self.ssl_options)
         self.ws = await websocket_connect(request)
         self._reader = asyncio.ensure_future(self._read())
+        for frame in first:
+            self.send(frame)
         self.send(protocol.encode(SyncStep1(self.doc.get_state())))
         if wait_synced:
             await asyncio.wait_for(self.synced.wait(), 10)

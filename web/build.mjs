@@ -44,4 +44,12 @@ for (const page of ['index.html', 'editor.html']) {
   )
   writeFileSync(join(out, page), html)
 }
-console.log(`built ${Object.keys(versions).join(', ')} and 2 pages into ${out}`)
+// The service worker, with this build's asset URLs (relative to its scope, <base>/).
+const assets = Object.entries(versions).map(([file, v]) => `static/${file}?v=${v}`)
+const version = createHash('sha256').update(assets.join('\n')).digest('hex').slice(0, 12)
+const worker = readFileSync(join(here, 'src', 'sw.js'), 'utf8')
+  .replace(/^const ASSETS = \[\].*$/m, `const ASSETS = ${JSON.stringify(assets)}`)
+  .replace(/^const VERSION = 'dev'.*$/m, `const VERSION = '${version}'`)
+if (!worker.includes(version)) throw new Error('sw.js: ASSETS/VERSION placeholders not found')
+writeFileSync(join(out, 'sw.js'), worker)
+console.log(`built ${Object.keys(versions).join(', ')}, 2 pages and sw.js into ${out}`)

@@ -30,7 +30,9 @@ class Config:
     compact_bytes: int = 1 << 20
     ping_interval: float = 10.0
     ping_timeout: float = 10.0
-    max_message_bytes: int = 16 << 20
+    max_message_bytes: int = 16 << 20  # HTTP bodies; sockets: ``limits.message_bound``
+    # permessage-deflate with clients that offer it (``server.frames``).
+    compression: bool = True
     # Limits (0 turns one off). Rates are per connection: a token bucket of
     # ``rate_*_burst`` refilled at ``rate_*`` per second; empty closes with 1008.
     rate_messages: float = 200.0

@@ -10,6 +10,9 @@ code; nothing here knows about sockets.
   in total (HTTP 503 past ``max_connections``).
 * ``KeyedBuckets``: a ``TokenBucket`` per client address (the HTTP API rate),
   forgetting idle ones so memory stays bounded.
+* ``message_bound``: the largest WebSocket message a client may send, which
+  is ``max_document_bytes`` (a reconnecting client's step 2 can carry its whole
+  offline state), not a frame cap of its own.
 * ``StateBudget``: an upper estimate of a document's encoded size, so an
   update that would grow it past ``max_document_bytes`` is refused without
   encoding the document for each update.
@@ -29,6 +32,7 @@ from pycrdt import merge_updates
 
 from . import protocol
 from .awareness import newer
+from .config import Config
 from .errors import DocumentTooLarge, Overloaded, PolicyViolation, ProtocolError
 from .protocol import AwarenessEntry, AwarenessUpdate, Update
 
@@ -40,6 +44,7 @@ __all__ = [
     "StateBudget",
     "TokenBucket",
     "coalesce",
+    "message_bound",
     "update_cost",
 ]
 
@@ -166,6 +171,24 @@ class Counter:
             self.counts[key] = count
         else:
             self.counts.pop(key, None)
+
+
+ENVELOPE_BYTES = 64  # a y-protocols message's type and length varuints, with room to spare
+
+
+def message_bound(config: Config) -> int:
+    """The largest WebSocket message (after decompression) a socket accepts; 0: no limit.
+
+    ``max_document_bytes`` is the real bound: no message larger than the
+    largest document can be a legitimate update or step 2, and anything up to
+    it may be (a client reconnecting with its offline edits sends them as one
+    step 2). ``StateBudget`` then decides whether the document may grow by
+    it. ``max_message_bytes`` bounds messages only when documents are
+    unlimited (``max_document_bytes`` 0); it still bounds HTTP request bodies.
+    """
+    if config.max_document_bytes > 0:
+        return config.max_document_bytes + ENVELOPE_BYTES
+    return config.max_message_bytes
 
 
 def update_cost(size: int) -> int:

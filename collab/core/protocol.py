@@ -13,9 +13,20 @@ Grammar (lib0 encoding; ``varuint`` is little-endian base-128, ``bytes`` and
     type 1 awareness       = bytes               ; an awareness update, below
     type 2 auth            = varuint 0, string   ; permission denied + reason
     type 3 query-awareness = (nothing)
+    type 102 save          = bytes token         ; opt-in, below; token <= 32 bytes
+    type 103 generation    = string generation   ; opt-in, below; <= 64 bytes
 
     awareness    = varuint count, count * (varuint client_id, varuint clock,
                                            string state_json)  ; "null" = gone
+
+Types 102 and 103 are collab's own, outside y-protocols; a server never sends
+them to a client that did not send them first (a stock y-websocket client logs
+an error for a type it does not know). ``save``: a client asks "tell me once
+everything I sent before this is durable"; the server answers with the same
+bytes once it is (the shape of y-sweet's sync-status message 102).
+``generation``: a client says which incarnation of the document its local copy
+belongs to (``""``: none known); the server answers with the current one, or
+closes with 4404 if the copy's is another (the document was deleted since).
 """
 
 from __future__ import annotations
@@ -30,9 +41,13 @@ __all__ = [
     "Auth",
     "AwarenessEntry",
     "AwarenessUpdate",
+    "Generation",
+    "MAX_GENERATION",
+    "MAX_SAVE_TOKEN",
     "Message",
     "MessageType",
     "QueryAwareness",
+    "Save",
     "SyncStep1",
     "SyncStep2",
     "SyncType",
@@ -52,6 +67,8 @@ class MessageType(IntEnum):
     AWARENESS = 1
     AUTH = 2
     QUERY_AWARENESS = 3
+    SAVE = 102  # collab's own: a durability acknowledgement (opt-in)
+    GENERATION = 103  # collab's own: which incarnation of the document (opt-in)
 
 
 class SyncType(IntEnum):
@@ -92,7 +109,32 @@ class QueryAwareness:
     pass
 
 
-Message = SyncStep1 | SyncStep2 | Update | AwarenessUpdate | Auth | QueryAwareness
+@dataclass(frozen=True, slots=True)
+class Save:
+    """A client's "tell me when what I sent so far is durable"; the server's answer.
+
+    ``token`` is opaque (the page sends a varuint counter) and echoed as is.
+    """
+
+    token: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """Which incarnation of the document: a client's local copy's, or the server's.
+
+    A document's generation changes whenever it is deleted; ``""`` is none known.
+    """
+
+    generation: str
+
+
+Message = (
+    SyncStep1 | SyncStep2 | Update | AwarenessUpdate | Auth | QueryAwareness | Save | Generation
+)
+
+MAX_SAVE_TOKEN = 32  # bytes of a ``Save`` token
+MAX_GENERATION = 64  # bytes of a ``Generation``
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +184,10 @@ def encode(message: Message) -> bytes:
             return bytes([MessageType.AUTH, 0]) + _varbytes(reason.encode())
         case QueryAwareness():
             return bytes([MessageType.QUERY_AWARENESS])
+        case Save(token):
+            return bytes([MessageType.SAVE]) + _varbytes(token)
+        case Generation(generation):
+            return bytes([MessageType.GENERATION]) + _varbytes(generation.encode())
     raise TypeError(f"not a message: {message!r}")
 
 
@@ -213,6 +259,14 @@ def decode(data: bytes) -> Message:
         ProtocolError: the bytes are not exactly one well-formed message. The
             caller closes the connection with ``ProtocolError.close_code``.
     """
+    if (  # a keystroke: decoded at a glance
+        len(data) > 3
+        and data[0] == MessageType.SYNC
+        and data[1] == SyncType.UPDATE
+        and data[2] < 0x80
+        and len(data) == 3 + data[2]
+    ):
+        return Update(data[3:])
     reader = _Reader(data)
     kind = reader.varuint()
     message: Message
@@ -228,6 +282,14 @@ def decode(data: bytes) -> Message:
         message = Auth(reader.string())
     elif kind == MessageType.QUERY_AWARENESS:
         message = QueryAwareness()
+    elif kind == MessageType.SAVE:
+        message = Save(reader.varbytes())
+        if len(message.token) > MAX_SAVE_TOKEN:
+            raise ProtocolError(f"save token over {MAX_SAVE_TOKEN} bytes")
+    elif kind == MessageType.GENERATION:
+        message = Generation(reader.string())
+        if len(message.generation.encode()) > MAX_GENERATION:
+            raise ProtocolError(f"generation over {MAX_GENERATION} bytes")
     else:
         raise ProtocolError(f"unknown message type {kind}")
     reader.end()

@@ -17,29 +17,35 @@ drop entries before anything changes.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+import random
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycrdt import Doc, Text, TransactionEvent, merge_updates
+from pycrdt import Doc, Text, TextEvent, TransactionEvent, merge_updates
 
 from . import awareness, protocol
 from .awareness import Awareness
-from .errors import BadUpdate, ProtocolError
+from .errors import BadUpdate, DocumentDeleted, ProtocolError
 from .limits import StateBudget, update_cost
 from .protocol import (
     Auth,
     AwarenessUpdate,
+    Generation,
     QueryAwareness,
+    Save,
     SyncStep1,
     SyncStep2,
     Update,
 )
+from .runs import Runs
 from .textdiff import text_edits, utf8_splices
 
-__all__ = ["TEXT_NAME", "Effects", "Room"]
+__all__ = ["RESTORE_BATCH", "RUN_BOUND", "TEXT_NAME", "Effects", "Room"]
 
 TEXT_NAME = "content"
+RUN_BOUND = 2048  # bytes a typing run may grow to before the room breaks it (``runs``)
+RESTORE_BATCH = 256  # updates applied per transaction when loading (one commit is O(block))
 
 
 @dataclass
@@ -62,6 +68,30 @@ class Effects:
 
 _EMPTY_STATE = b"\x00"  # the state vector of a document with nothing in it
 _EMPTY_UPDATE = b"\x00\x00"  # no structs, no deletions
+_BREAK = "~"  # one ASCII character (pycrdt indices are UTF-8 bytes), deleted at once
+
+
+def _apply_all(doc: Doc[Any], updates: Iterable[bytes]) -> int:
+    """Apply ``updates`` in transactions of ``RESTORE_BATCH``; return their total size.
+
+    One transaction for everything would be quadratic in a long run (yrs squashes
+    the accumulated blocks right to left); one per update is slow too.
+    """
+    size = count = 0
+    batch = doc.transaction()
+    batch.__enter__()
+    try:
+        for update in updates:
+            doc.apply_update(update)
+            size += len(update)
+            count += 1
+            if count % RESTORE_BATCH == 0:
+                batch.__exit__(None, None, None)
+                batch = doc.transaction()
+                batch.__enter__()
+    finally:
+        batch.__exit__(None, None, None)
+    return size
 
 
 class Room:
@@ -83,9 +113,13 @@ class Room:
         max_awareness_bytes: int = 0,
         max_awareness_clients: int = 0,
         max_state_bytes: int = 0,
+        run_bound: int = RUN_BOUND,
     ) -> None:
         self.name = name
-        self.doc: Doc[Any] = Doc()
+        # A low client id: the tombstones that break runs (``runs``) sort before a
+        # writer's next character, which then never joins the run it breaks.
+        self.doc: Doc[Any] = Doc(client_id=random.randrange(1, 1 << 20))
+        self.runs = Runs(run_bound)
         self.budget = StateBudget(max_state_bytes)
         self.awareness = Awareness(
             max_state_bytes=max_awareness_bytes, max_clients=max_awareness_clients
@@ -93,6 +127,7 @@ class Room:
         self._changes: list[bytes] = []
         self._full_step2: bytes | None = None  # step 2 for an empty state vector
         self._subscription = self.doc.observe(self._on_transaction)
+        self.generation = ""  # the store's incarnation of the document ("": unknown)
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         self._changes.append(event.update)
@@ -108,11 +143,11 @@ class Room:
 
     def restore(self, updates: Iterable[bytes]) -> None:
         """Apply stored updates (not logged again, not relayed); never refused."""
-        size = 0
-        with self.doc.transaction():
-            for update in updates:
-                self.doc.apply_update(update)
-                size += len(update)
+        self.doc.unobserve(self._subscription)  # nothing to log: skip encoding each batch
+        try:
+            size = _apply_all(self.doc, updates)
+        finally:
+            self._subscription = self.doc.observe(self._on_transaction)
         self._changes.clear()
         self.budget.grow(size)  # what is stored bounds the state: measured when it matters
 
@@ -182,9 +217,7 @@ class Room:
     def missing(self, updates: Iterable[bytes]) -> bytes | None:
         """What this document has that the one made of ``updates`` lacks (or None)."""
         other: Doc[Any] = Doc()
-        with other.transaction():
-            for update in updates:
-                other.apply_update(update)
+        _apply_all(other, updates)
         update = self.doc.get_update(other.get_state())
         return None if update == _EMPTY_UPDATE else update
 
@@ -201,7 +234,8 @@ class Room:
             peer: the sender.
             data: one y-protocols message.
             writable: False for a read-only peer: its document updates are
-                dropped (its awareness is not: that is not an edit).
+                dropped (its awareness is not: that is not an edit), and its
+                ``Save`` requests never answered (nothing of it is ever saved).
 
         Returns:
             What to do: log ``update``, then send ``reply`` and ``relay``.
@@ -212,6 +246,7 @@ class Room:
             DocumentTooLarge: the update could grow the document past
                 ``max_state_bytes`` (1009).
             PolicyViolation: the peer would own too many awareness ids (1008).
+            DocumentDeleted: the peer's copy is of an older ``generation`` (4404).
             On any of these the room is unchanged and the caller closes the
             connection with the error's ``close_code``.
         """
@@ -219,9 +254,9 @@ class Room:
             case SyncStep1(state_vector):
                 return Effects(reply=[self._step2(state_vector)])
             case Update(update):
-                return self._apply(update, data) if writable else Effects()
+                return self._apply(update, data, runs=True) if writable else Effects()
             case SyncStep2(update):
-                return self._apply(update) if writable else Effects()
+                return self._apply(update, runs=True) if writable else Effects()
             case AwarenessUpdate(payload):
                 received = self.awareness.receive(peer, payload, data)
                 if received.frame is None:
@@ -235,6 +270,12 @@ class Room:
                 return Effects(reply=[awareness.frame(self.awareness.present())])
             case Auth():
                 return Effects()
+            case Save():  # answered in order, once what came before is durable
+                return Effects(reply=[data]) if writable else Effects()
+            case Generation(copy) if copy and self.generation and copy != self.generation:
+                raise DocumentDeleted("the document this copy belongs to was deleted")
+            case Generation():
+                return Effects(reply=[protocol.encode(Generation(self.generation))])
         raise ProtocolError("unhandled message")  # pragma: no cover
 
     def _step2(self, state_vector: bytes) -> bytes:
@@ -259,22 +300,75 @@ class Room:
     def _measure(self) -> int:
         return len(self.doc.get_update())
 
-    def _apply(self, update: bytes, frame: bytes | None = None, check: bool = True) -> Effects:
+    def _apply(
+        self, update: bytes, frame: bytes | None = None, check: bool = True, runs: bool = False
+    ) -> Effects:
         cost = update_cost(len(update))
         if check and update != _EMPTY_UPDATE:  # a client's step 2 with nothing new
             self.budget.admit(cost, self._measure)
+        run_end = self._run_end() if runs and self.runs.should_break(update) else None
         try:
             self.doc.apply_update(update)
         except ValueError as exc:
             self._changes.clear()
             raise BadUpdate(f"invalid Yjs update: {exc}") from None
+        finally:
+            end = run_end() if run_end is not None else None
         change = self._take_change()
         if change is None:
             return Effects()
         self.budget.grow(cost)
-        if frame is not None and change == update:
-            return Effects(update=change, relay=[frame])  # the usual case: relay as received
-        return Effects(update=change, relay=[protocol.encode(Update(change))])
+        relay = [frame] if frame is not None and change == update else None  # as received
+        if end is not None and (breaker := self._break_run(end)) is not None:
+            relay = (relay or [protocol.encode(Update(change))]) + [
+                protocol.encode(Update(breaker))
+            ]
+            return Effects(update=merge_updates(change, breaker), relay=relay)
+        return Effects(update=change, relay=relay or [protocol.encode(Update(change))])
+
+    def _run_end(self) -> Callable[[], int | None]:
+        """Watch ``content`` during one apply; the returned call says where its insert ended."""
+        text = self._content()
+        if text is None:
+            return lambda: None
+        ends: list[int] = []
+
+        def on_change(event: TextEvent) -> None:
+            position = 0
+            delta: list[dict[str, Any]] = event.delta  # type: ignore[attr-defined]
+            for op in delta:
+                if "retain" in op:
+                    position += op["retain"]
+                elif "insert" in op:
+                    inserted = op["insert"]
+                    position += len(inserted.encode()) if isinstance(inserted, str) else 1
+                    ends.append(position)
+
+        subscription = text.observe(on_change)
+
+        def end() -> int | None:
+            text.unobserve(subscription)
+            return ends[-1] if ends else None
+
+        return end
+
+    def _break_run(self, end: int) -> bytes | None:
+        """Insert and delete one character at byte ``end`` of ``content``: the tombstone
+        after a long run, so the next character starts a new block. Returns its update."""
+        text = self._content()
+        if text is None:
+            return None
+        with self.doc.transaction():
+            text.insert(end, _BREAK)
+            del text[end : end + len(_BREAK)]
+        return self._take_change()
+
+    def _content(self) -> Text | None:
+        try:
+            text: Text = self.doc.get(TEXT_NAME, type=Text)
+        except (TypeError, ValueError):  # ``content`` is another shared type here
+            return None
+        return text
 
     def _effects_of_change(self) -> Effects:
         change = self._take_change()

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from ..core import policy
 from ..core.config import Config
@@ -40,10 +41,12 @@ from ..storage.base import Cursor, DocumentLog, Loaded, Presence, Record
 from .cluster import Backplane
 from .extensions import ChangeEvent, DisconnectEvent, Extensions, StoredEvent
 from .metrics import Metrics
+from .offload import SLOW_SECONDS, Offload, log_slow
 from .session import Peer, Session
 
 __all__ = ["Document", "Phase"]
 
+_SYNC, _STEP1 = 0, 0  # the first two bytes of a sync step 1 message
 _AWARENESS = 1  # the first byte of a y-protocols awareness message
 
 log = logging.getLogger("collab.hub")
@@ -55,6 +58,19 @@ class Phase(enum.Enum):
     UNLOADING = "unloading"
     FAILED = "failed"  # an update could not be logged: being dropped unsaved
     CLOSED = "closed"  # unloaded, deleted or evicted: a new Document takes its place
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """Work on the room that must not overlap its messages (see ``Document._exclusive``)."""
+
+    what: str
+    size: int
+    fn: Callable[[], Any]
+    done: asyncio.Future[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +118,9 @@ class Document:
         self._held: deque[_Held] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._outgoing: list[tuple[Peer | None, list[bytes]]] = []
+        self.crdt: Offload | None = None  # where heavy messages are applied (set by ``load``)
+        self._inbox: deque[tuple[Session, bytes] | Sequence[Record] | _Job] | None = None
+        self._busy: asyncio.Task[None] | None = None  # the room is the CRDT thread's meanwhile
         self._settled: asyncio.Future[None] | None = None
         self._on_failed = on_failed
         self._on_idle = on_idle
@@ -111,9 +130,24 @@ class Document:
 
     # -- phases -------------------------------------------------------------------
 
+    async def load(self, loaded: Loaded, crdt: Offload | None = None) -> None:
+        """Apply what the store had (a large document in ``crdt``'s thread: nothing else
+        touches the room while it loads); the document is open from now on."""
+        if crdt is None:
+            self.restore(loaded)
+            return
+        self.crdt = crdt
+        size = sum(len(update) for update in loaded.updates)
+        await crdt.run(self.name, "load", size, lambda: self.room.restore(loaded.updates))
+        self._opened(loaded)
+
     def restore(self, loaded: Loaded) -> None:
-        """Apply what the store had; the document is open from now on."""
+        """Apply what the store had, on the loop; the document is open from now on."""
         self.room.restore(loaded.updates)
+        self._opened(loaded)
+
+    def _opened(self, loaded: Loaded) -> None:
+        self.room.generation = loaded.generation  # "": the store keeps none
         self.cursor = loaded.cursor
         self.unsnapshotted = len(loaded.records)
         self.exists = loaded.state is not None or bool(loaded.records)
@@ -142,7 +176,16 @@ class Document:
 
     @property
     def idle(self) -> bool:
-        return not self.sessions and self.phase is Phase.OPEN
+        return not self.sessions and self.phase is Phase.OPEN and self._busy is None
+
+    async def quiet(self) -> None:
+        """Return once no heavy message is being applied: the room may be read or changed.
+
+        Call it before touching ``room`` from outside the message path, and do
+        so before the next ``await``.
+        """
+        while self._busy is not None:
+            await asyncio.shield(self._busy)
 
     # -- sessions -----------------------------------------------------------------
 
@@ -193,11 +236,20 @@ class Document:
         if self.phase is not Phase.OPEN:
             raise _gone(self.phase)
         self.metrics.bytes_in += len(data)
+        if self._inbox is not None or self._heavy(data):  # in order, behind the heavy one
+            self._queue((session, data))
+            return
+        start = time.perf_counter()
         try:
             effects = self.room.receive(session.peer, data, writable=session.writable)
         except DocumentTooLarge:
             self.metrics.refusals.labels("document_bytes").inc()
             raise
+        if time.perf_counter() - start >= SLOW_SECONDS:
+            log_slow(self.name, f"message (type {data[0]})", len(data), start)
+        self._received(session, data, effects)
+
+    def _received(self, session: Session, data: bytes, effects: Effects) -> None:
         if effects.foreign:
             self.metrics.awareness_foreign += effects.foreign
         if self.presence is not None and effects.relay and data[0] == _AWARENESS:
@@ -210,6 +262,83 @@ class Document:
             if not self.exists:
                 self._created(session.permission.user, session.remote, session.id)
         self._carry_out(session.peer, cursor, effects)
+
+    def _heavy(self, data: bytes) -> bool:
+        """Would ``data`` take the loop long: a large update, or a sync step 1 of a large room?"""
+        crdt = self.crdt
+        if crdt is None or not data or data[0] != _SYNC:
+            return False
+        return len(data) >= crdt.heavy_bytes or (
+            len(data) > 1 and data[1] == _STEP1 and self.room.budget.estimate >= crdt.heavy_bytes
+        )
+
+    def _queue(self, item: tuple[Session, bytes] | Sequence[Record] | _Job) -> None:
+        if self._inbox is None:
+            self._inbox = deque()
+            self._busy = asyncio.get_running_loop().create_task(self._work_inbox())
+        self._inbox.append(item)
+
+    async def _work_inbox(self) -> None:
+        """Take queued messages in order: heavy ones in the CRDT thread, the rest here."""
+        try:
+            while self._inbox and self.phase is Phase.OPEN:
+                item = self._inbox.popleft()
+                if isinstance(item, _Job):
+                    await self._run_job(item)
+                    continue
+                if not isinstance(item, tuple):
+                    self._remote(item)
+                    continue
+                session, data = item
+                if session.peer not in self.sessions:
+                    continue  # gone meanwhile
+                try:
+                    effects = await self._receive_heavy(session, data)
+                    self._received(session, data, effects)
+                except CollabError as exc:
+                    log.info("%r refused for %r: %s", session, self.name, exc.reason)
+                    session.peer.close(exc.close_code, exc.reason)
+                except Exception:
+                    log.exception("error handling a message for %r", self.name)
+                    session.peer.close(1011, "internal error")
+        finally:
+            for item in self._inbox or ():
+                if isinstance(item, _Job) and not item.done.done():  # failed or deleted meanwhile
+                    item.done.set_exception(_gone(self.phase))
+            self._inbox = None
+            self._busy = None
+
+    async def _exclusive(self, what: str, size: int, fn: Callable[[], _T]) -> _T:
+        """``fn()`` with the room to itself: in the CRDT thread if ``size`` is heavy, while
+        this document's messages and records wait behind it; inline otherwise."""
+        crdt = self.crdt
+        if crdt is None or size < crdt.heavy_bytes:
+            return fn()
+        if self.phase is not Phase.OPEN:  # unloading: no client, no record reaches the room
+            return await crdt.run(self.name, what, size, fn)
+        job = _Job(what, size, fn, asyncio.get_running_loop().create_future())
+        self._queue(job)
+        result: _T = await job.done
+        return result
+
+    async def _run_job(self, job: _Job) -> None:
+        assert self.crdt is not None
+        try:
+            job.done.set_result(await self.crdt.run(self.name, job.what, job.size, job.fn))
+        except Exception as exc:
+            job.done.set_exception(exc)
+
+    async def _receive_heavy(self, session: Session, data: bytes) -> Effects:
+        assert self.crdt is not None
+        peer, writable = session.peer, session.writable
+        size = len(data) if len(data) >= self.crdt.heavy_bytes else self.room.budget.estimate
+        try:
+            return await self.crdt.run(
+                self.name, "message", size, lambda: self.room.receive(peer, data, writable=writable)
+            )
+        except DocumentTooLarge:
+            self.metrics.refusals.labels("document_bytes").inc()
+            raise
 
     def _carry_out(self, sender: Peer | None, cursor: Cursor | None, effects: Effects) -> None:
         """Deliver ``effects`` now, or hold them until ``cursor`` is durable."""
@@ -289,6 +418,12 @@ class Document:
         """
         if self.phase is not Phase.OPEN:
             return
+        if self._inbox is not None:
+            self._queue(records)  # in order, behind the heavy message being applied
+            return
+        self._remote(records)
+
+    def _remote(self, records: Sequence[Record]) -> None:
         self.exists = True  # another process wrote it
         for record in records:
             try:
@@ -318,6 +453,9 @@ class Document:
         """The store may have lost writes: take what it has, give back what it lacks."""
         if self.phase is not Phase.OPEN:
             return
+        if self._busy is not None:
+            asyncio.get_running_loop().create_task(self._resync_later(loaded))
+            return
         missing = self.room.missing(loaded.updates)
         for update in loaded.updates:
             try:
@@ -327,6 +465,10 @@ class Document:
         if missing is not None:
             log.warning("the store lacked updates of %r: writing them back", self.name)
             self.append(missing, "resync")
+
+    async def _resync_later(self, loaded: Loaded) -> None:
+        await self.quiet()
+        self.resync(loaded)
 
     # -- the log ------------------------------------------------------------------
 
@@ -390,7 +532,12 @@ class Document:
                     return  # deleted or failed meanwhile
                 if self.unsnapshotted <= 0 and not force:
                     return
-                state, upto, count = self.room.doc.get_update(), self.cursor, self.unsnapshotted
+                await self.quiet()
+                state, upto, count = await self._exclusive(
+                    "snapshot encoding",
+                    self.room.budget.estimate,
+                    lambda: (self.room.doc.get_update(), self.cursor, self.unsnapshotted),
+                )
                 start = time.perf_counter()
                 try:
                     await self.log.compact(state, upto)
@@ -414,6 +561,7 @@ class Document:
 
         ``sub`` and ``remote`` name who did it, should it create the document.
         """
+        await self.quiet()
         if self.phase is not Phase.OPEN:
             raise _gone(self.phase)
         try:
@@ -433,6 +581,7 @@ class Document:
             DocumentTooLarge: it would grow the document past its limit.
             BadUpdate: the CRDT refused it.
         """
+        await self.quiet()
         if self.phase is not Phase.OPEN:
             raise _gone(self.phase)
         try:

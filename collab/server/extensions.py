@@ -203,7 +203,8 @@ class Extensions:
         self.errors = 0  # hooks that raised (exported as a metric)
         self.dropped = 0  # after-events dropped: the queue was full
         self._queue: deque[tuple[_Hook, Any]] = deque()
-        self._runner: asyncio.Task[None] | None = None
+        self._runner: asyncio.Task[None] | None = None  # only while a hook's result is awaited
+        self._scheduled: asyncio.Handle | None = None
         self._idle: asyncio.Event | None = None
         self._closers: list[Callable[[], Awaitable[None] | None]] = []
         self.add(*extensions)
@@ -245,8 +246,10 @@ class Extensions:
             log.warning("extension queue full: dropped %s for %r", name, _doc(event))
             return
         self._queue.extend((hook, event) for hook in hooks)
-        if self._runner is None:
-            self._runner = asyncio.get_running_loop().create_task(self._run())
+        if self._runner is None and self._scheduled is None:
+            # A call at the end of this loop iteration, not a task: most hooks
+            # return nothing to await, and a task per burst costs every update.
+            self._scheduled = asyncio.get_running_loop().call_soon(self._run_now)
 
     def audit(
         self,
@@ -263,8 +266,11 @@ class Extensions:
 
     async def drain(self) -> None:
         """Wait until every queued "after" hook has run (shutdown, tests)."""
-        while self._runner is not None:
-            await asyncio.shield(self._runner)
+        while self._runner is not None or self._scheduled is not None:
+            if self._runner is not None:
+                await asyncio.shield(self._runner)
+            else:
+                await asyncio.sleep(0)  # the scheduled call runs them
 
     async def close(self) -> None:
         """Run every ``on_close``, in order, then what they queued (shutdown)."""
@@ -279,19 +285,44 @@ class Extensions:
                 log.exception("extension hook %s failed", _name(closer))
         await self.drain()
 
-    async def _run(self) -> None:
+    def _run_now(self) -> None:
+        """Run the queued hooks; one that returns an awaitable continues in a task."""
+        self._scheduled = None
+        while self._queue and self._runner is None:
+            hook, event = self._queue.popleft()
+            result = self._call(hook, event)
+            if result is not None:
+                self._runner = asyncio.get_running_loop().create_task(
+                    self._run(result, hook, event)
+                )
+
+    async def _run(self, pending: Awaitable[object], hook: _Hook, event: Any) -> None:
         try:
-            while self._queue:
-                hook, event = self._queue.popleft()
+            while True:
                 try:
-                    result = hook(event)
-                    if inspect.isawaitable(result):
-                        await result
+                    await pending
                 except Exception:
                     self.errors += 1
                     log.exception("extension hook %s failed for %r", _name(hook), _doc(event))
+                while self._queue:
+                    hook, event = self._queue.popleft()
+                    if (result := self._call(hook, event)) is not None:
+                        pending = result
+                        break
+                else:
+                    return
         finally:
             self._runner = None
+
+    def _call(self, hook: _Hook, event: Any) -> Awaitable[object] | None:
+        """``hook(event)``: its awaitable, if it returned one; a raise is counted and logged."""
+        try:
+            result = hook(event)
+        except Exception:
+            self.errors += 1
+            log.exception("extension hook %s failed for %r", _name(hook), _doc(event))
+            return None
+        return result if inspect.isawaitable(result) else None
 
 
 def _name(hook: Callable[..., object]) -> str:

@@ -26,7 +26,6 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -51,12 +50,13 @@ from .extensions import (
     RestoreEvent,
     VersionEvent,
 )
+from .offload import Offload
 
 if TYPE_CHECKING:
     from .document import Document
     from .registry import Registry
 
-__all__ = ["LEAVE_GRACE", "History", "Offload", "Restored"]
+__all__ = ["LEAVE_GRACE", "History", "Restored"]
 
 log = logging.getLogger("collab.history")
 
@@ -65,23 +65,6 @@ LEAVE_GRACE = 5.0  # seconds after the last editor left (a reload does not cut)
 COUNT_LIMIT = 1 << 20  # texts above this many characters get no added/removed counts
 _TEXT_CACHE = 32  # latest-version texts kept in memory (to skip unchanged cuts)
 _COLOR = re.compile(r"#[0-9a-fA-F]{3,8}")
-
-
-class Offload:
-    """One worker thread for CPU-heavy pure work (diffs, fork edits)."""
-
-    def __init__(self) -> None:
-        self._pool: ThreadPoolExecutor | None = None
-
-    async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collab-diff")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
 
 
 @dataclass
@@ -299,6 +282,7 @@ class History(Extension):
             pending.timer.cancel()
         doc = doc or (pending.doc if pending is not None else self.registry.get(name))
         if doc is not None:
+            await doc.quiet()
             state, text = doc.room.doc.get_update(), doc.room.text  # one step on the loop
         elif pending is not None and pending.captured is not None:
             state, text = pending.captured  # unloaded since
@@ -413,11 +397,13 @@ class History(Extension):
         target = found[1]
         who = Author(sub, None, None)
         async with self._lock(name):
+            await doc.quiet()
             if doc.room.text == target:
                 return Restored(id, None, None, False)
             before = await self._cut(name, "pre-restore", force=True, doc=doc)
             if before is None:
                 raise OSError("the current text could not be kept as a version")
+            await doc.quiet()
             base, sv, old = doc.room.doc.get_update(), doc.room.doc.get_state(), doc.room.text
             update = await self.offload(restore_update, base, sv, old, target)
             await doc.apply_update(update, author, sub=sub, remote=remote)

@@ -27,8 +27,10 @@ from ..storage.memory import MemoryStore
 from .audit import AuditLog
 from .document import Document
 from .extensions import ConnectEvent, DeleteEvent, Extension, Extensions
-from .history import History, Offload, Restored
+from .history import History, Restored
+from .lag import LagMonitor
 from .metrics import Metrics
+from .offload import Offload
 from .quotas import Quotas
 from .registry import Registry
 from .session import Peer, Session
@@ -104,7 +106,8 @@ class Hub:
         self.extensions = Extensions([AuditLog(), *extensions])  # the audit trail in the log
         self.clock = time.time
         self.registry = Registry(store, config, self.metrics, self.extensions, self._now)
-        self.offload = Offload()  # diffs and fork edits, off the event loop
+        self.offload = Offload("collab-diff")  # diffs and fork edits, off the event loop
+        self.lag = LagMonitor(self.metrics.loop_lag.observe)
         self.history: History | None = None
         if config.history and history is None and self._owned_shared is not None:
             from ..storage.redis.history import RedisHistory
@@ -155,6 +158,7 @@ class Hub:
             RedisMisconfigured: Redis cannot give the promised durability.
             StoreUnavailable: the store cannot be reached.
         """
+        self.lag.start()
         start = getattr(self.store, "start", None)
         if start is not None:
             await start()
@@ -208,6 +212,7 @@ class Hub:
         if 0 < cap <= len(doc.sessions):
             raise PolicyViolation(f"too many connections to this document (limit {cap})")
         session = Session(doc, peer, permission, id, remote)
+        await doc.quiet()  # its state vector is read now
         doc.add(session)
         if self.extensions.wants("on_joined"):
             self.extensions.after("on_joined", ConnectEvent(name, id, permission))
@@ -228,6 +233,7 @@ class Hub:
         if self.registry.get(name) is None and await self.store.info(name) is None:
             return None
         doc = await self.registry.open(name)
+        await doc.quiet()
         self.registry.release_if_idle(doc)
         return doc.room.text
 
@@ -246,6 +252,7 @@ class Hub:
         """
         doc = await self.registry.open(name)
         try:
+            await doc.quiet()
             room = doc.room
             base, sv, old = room.doc.get_update(), room.doc.get_state(), room.text
             if old != text:  # the minimal diff, on a fork in a worker thread
@@ -352,6 +359,8 @@ class Hub:
             await self.extensions.drain()
         await self.extensions.close()  # on_close: e.g. webhooks send what they hold
         self.offload.close()
+        self.registry.crdt.close()
+        await self.lag.stop()
         if self._owned_store is not None:
             await self._owned_store.close()
             self._owned_store.release()

@@ -54,6 +54,12 @@ class Metrics:
             ["operation"],
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "collab_loop_lag_seconds",
+            "How late the event loop ran a timer: what every document's messages wait",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
         self.errors = Counter(
             "collab_connection_errors",
             "Connections closed for an error, by close code",

@@ -22,6 +22,7 @@ from ..storage.base import Store
 from .document import Document, Phase
 from .extensions import Extensions, LoadEvent
 from .metrics import Metrics
+from .offload import Offload
 
 __all__ = ["Registry"]
 
@@ -45,6 +46,7 @@ class Registry:
         self.extensions = extensions
         self.clock = clock
         self.documents: dict[str, Document] = {}
+        self.crdt = Offload("collab-crdt")  # large loads, in a thread of their own
         self.closing = False
         self._timers: dict[Document, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -119,7 +121,7 @@ class Registry:
         try:
             if self.extensions.wants("on_load"):
                 await self.extensions.before("on_load", LoadEvent(name))
-            doc.restore(await doc.log.load())
+            await doc.load(await doc.log.load(), self.crdt)
         except BaseException:
             del self.documents[name]
             doc.enter(Phase.CLOSED)

@@ -13,20 +13,41 @@ Flow control: once a reader's unsent output passes a quarter of
 ``Outbox`` (updates merge) until the socket drains; past the bound the
 connection is closed with 1013.
 
+Large messages: with permessage-deflate negotiated (``handler``), a message of
+at least ``frames.COMPRESS_MIN_BYTES`` goes out compressed; the compressed frame
+is built once per message and window size (``frames.deflated_frame``), in a
+thread when it is big, while later messages for that socket wait in order. A
+frame over ``STREAM_MIN_BYTES`` is written in ``STREAM_CHUNK_BYTES`` pieces as
+the socket drains, so a 50 MB step 2 sent to ten fresh clients is held once,
+not copied into ten write buffers; messages meanwhile wait in an ``Outbox``
+(the same bound as a slow reader's), pings and close frames until the frame
+is out.
+
 Keep-alive: ``Sockets`` pings every live socket on one shared timer and drops
-those that sent nothing, not even a pong, within ``ping_timeout``.
+those that sent nothing, not even a pong, within ``ping_timeout``. A socket
+whose output drained since the last ping counts as alive: a client reading a
+large message cannot answer a ping queued behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from websockets.extensions.base import Extension
+from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN, SEND_EOF, Protocol, Side
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - websockets without its C extension
+    from websockets.utils import apply_mask
 
 from ..core import limits, protocol
 from ..core.auth import Permission
@@ -39,7 +60,13 @@ from ..core.errors import (
     Unauthorized,
     UnsupportedData,
 )
-from .frames import binary_frame
+from .frames import (
+    COMPRESS_MIN_BYTES,
+    binary_frame,
+    cached_deflated_frame,
+    deflated_frame,
+    frame_head,
+)
 from .session import Peer, Session
 
 __all__ = ["Gateway", "SocketLimits", "Sockets", "WebSocket"]
@@ -48,6 +75,14 @@ log = logging.getLogger("collab.handler")
 
 CLOSE_TIMEOUT = 5.0  # seconds a client has to answer our close frame
 _PING = b"\x89\x00"  # an empty ping frame
+STREAM_MIN_BYTES = 1 << 20  # frames above this are written piecewise as the socket drains
+STREAM_CHUNK_BYTES = 256 << 10
+THREAD_MIN_BYTES = 256 << 10  # messages above this are compressed in a thread
+
+# One thread compresses large messages (zlib releases the GIL): the loop goes on.
+_deflater = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="collab-deflate")
+# Compressions in flight, by (message id, window bits): each runs once for every socket.
+_jobs: dict[tuple[int, int], asyncio.Future[bytes]] = {}
 
 
 class _WireLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -76,7 +111,7 @@ class SocketLimits:
             config.rate_messages,
             config.rate_messages_burst,
             config.rate_bytes,
-            max(config.rate_bytes_burst, config.max_message_bytes),
+            max(config.rate_bytes_burst, limits.message_bound(config)),
             config.max_pending_bytes,
         )
 
@@ -112,9 +147,14 @@ class WebSocket(asyncio.Protocol):
         "_closer",
         "_expiry",
         "_fragments",
+        "_held",
         "_messages",
         "_on_lost",
+        "_rx",
+        "_slow",
+        "_stream",
         "alive",
+        "deflate",
         "gateway",
         "id",
         "ip",
@@ -134,6 +174,7 @@ class WebSocket(asyncio.Protocol):
         ip: str,
         max_size: int | None,
         on_lost: Callable[[], None],
+        extensions: list[Extension] | None = None,
     ) -> None:
         limit, now = gateway.limits, time.monotonic()
         self.gateway = gateway
@@ -141,6 +182,18 @@ class WebSocket(asyncio.Protocol):
         self.ip = ip
         self.id = f"c{next(WebSocket._ids)}"
         self.wire = Protocol(Side.SERVER, max_size=max_size, logger=wire_log)
+        # The window bits of a negotiated permessage-deflate (0: none). websockets
+        # decompresses what the client sends, bounded by ``max_size`` (a bomb is 1009).
+        self.deflate = 0
+        if extensions:
+            self.wire.extensions = list(extensions)
+            for ext in extensions:
+                if isinstance(ext, PerMessageDeflate):
+                    self.deflate = ext.local_max_window_bits or 15
+        self._held: limits.Outbox | None = None  # messages behind a compression or a stream
+        self._stream: memoryview | None = None  # the rest of a large frame being written
+        self._rx = b""  # the start of a frame not yet whole (``data_received``)
+        self._slow = 0  # bytes websockets' parser is owed of its frame; < 0: all from now
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.outbox: limits.Outbox | None = None
@@ -195,6 +248,7 @@ class WebSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._held = self._stream = None
         for timer in (self._expiry, self._closer):
             if timer is not None:
                 timer.cancel()
@@ -213,7 +267,65 @@ class WebSocket(asyncio.Protocol):
     # -- reading --------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        """Cut ``data`` into frames: small binary ones here, any other by websockets.
+
+        The usual frame (a whole, masked binary message under 64 KiB, no RSV
+        bit, outside a fragmented message, within the size limit) is unmasked
+        and handed on directly. Every other frame (control, text, fragments,
+        compressed, large, malformed) goes to websockets' parser byte for byte,
+        and only whole: ``_slow`` counts what it is still owed of the current
+        one, so both parsers always meet at a frame boundary. After a protocol
+        error or the close, websockets takes everything (``_slow`` < 0).
+        """
         self.alive = True
+        if self._rx:
+            data, self._rx = self._rx + data, b""
+        pos, end = 0, len(data)
+        wire = self.wire
+        while pos < end:
+            owed = self._slow
+            if owed:
+                n = end - pos if owed < 0 else min(owed, end - pos)
+                if owed > 0:
+                    self._slow = owed - n
+                self._feed(data[pos : pos + n] if pos or n < end else data)
+                pos += n
+                continue
+            if end - pos < 2:
+                self._rx = data[pos:]
+                return
+            first, second = data[pos], data[pos + 1]
+            size, head = second & 0x7F, 6
+            if size == 126:
+                if end - pos < 4:
+                    self._rx = data[pos:]
+                    return
+                size, head = (data[pos + 2] << 8) | data[pos + 3], 8
+            elif size == 127:
+                if end - pos < 10:
+                    self._rx = data[pos:]
+                    return
+                size, head = int.from_bytes(data[pos + 2 : pos + 10], "big"), 14
+            limit = wire.max_message_size
+            fits = limit is None or size <= limit
+            if not second & 0x80 or not fits or wire.state is not OPEN:
+                self._slow = -1  # websockets refuses it (1002, 1009) or is closing
+                continue
+            if first != 0x82 or head == 14 or wire.current_size is not None:
+                self._slow = head + size  # one frame for websockets
+                continue
+            total = head + size
+            if end - pos < total:
+                self._rx = data[pos:]
+                return
+            message = apply_mask(data[pos + head : pos + total], data[pos + head - 4 : pos + head])
+            pos += total
+            self._message(message)
+            if self.transport is None:
+                return
+
+    def _feed(self, data: bytes) -> None:
+        """Give ``data`` to websockets' parser; handle the frames it completes."""
         wire = self.wire
         wire.receive_data(data)
         for frame in wire.events_received():
@@ -225,6 +337,8 @@ class WebSocket(asyncio.Protocol):
             self._log_refusal(str(exc) or type(exc).__name__, code)
             self._leave()
         self._flush_wire()
+        if wire.parser_exc is not None or wire.state is not OPEN:
+            self._slow = -1
 
     def _frame(self, frame: Frame) -> None:
         opcode, data = frame.opcode, bytes(frame.data)
@@ -266,22 +380,103 @@ class WebSocket(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         """Write ``data`` as one binary frame, or hold it while the reader is behind."""
+        if self._held is not None:  # behind a compression or a large frame
+            if not self._held.put(data):
+                self._held = None
+                self._too_far_behind()
+            return
         if self.outbox is not None:
             if not self.outbox.put(data):
                 self.outbox = None
-                bound = self.gateway.limits.max_pending_bytes
-                self.refuse(SlowConsumer(f"too far behind: over {bound} bytes waiting"))
+                self._too_far_behind()
             return
         transport = self.transport
-        if transport is not None and self.wire.state is OPEN and not transport.is_closing():
-            transport.write(binary_frame(data))
+        if transport is None or self.wire.state is not OPEN or transport.is_closing():
+            return
+        if self.deflate and len(data) >= COMPRESS_MIN_BYTES:
+            frame = cached_deflated_frame(data, self.deflate)
+            if frame is None:
+                if len(data) >= THREAD_MIN_BYTES:
+                    self._compress(data)
+                    return
+                frame = deflated_frame(data, self.deflate)
+            self._write(frame)
+        else:
+            self._write(binary_frame(data))
+
+    def _too_far_behind(self) -> None:
+        bound = self.gateway.limits.max_pending_bytes
+        self.refuse(SlowConsumer(f"too far behind: over {bound} bytes waiting"))
+
+    def _write(self, frame: bytes) -> None:
+        """Write a whole frame now, or start streaming a large one."""
+        assert self.transport is not None
+        if len(frame) <= STREAM_MIN_BYTES:
+            self.transport.write(frame)
+            return
+        if self._held is None:
+            self._held = limits.Outbox(self.gateway.limits.max_pending_bytes)
+        self._stream = memoryview(frame)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Write the large frame's next pieces until the transport pushes back or it is out."""
+        while self._stream is not None:
+            transport = self.transport
+            if transport is None:
+                return
+            if self.outbox is not None:  # paused: ``resume_writing`` pumps on
+                return
+            chunk, rest = self._stream[:STREAM_CHUNK_BYTES], self._stream[STREAM_CHUNK_BYTES:]
+            self._stream = rest if len(rest) else None
+            transport.write(chunk)
+        self._release()
+
+    def _release(self) -> None:
+        """The frame in the way is out: send what waited behind it, in order."""
+        held, self._held = self._held, None
+        self._flush_wire()  # a pong or close frame queued meanwhile
+        if held is not None:
+            for message in held.take():
+                self.send(message)
+
+    def _compress(self, data: bytes) -> None:
+        """Compress a large message in the deflate thread; hold what follows until it is sent."""
+        self._held = limits.Outbox(self.gateway.limits.max_pending_bytes)
+        key = (id(data), self.deflate)
+        job = _jobs.get(key)
+        if job is None:
+            loop = asyncio.get_running_loop()
+            job = _jobs[key] = loop.run_in_executor(_deflater, deflated_frame, data, self.deflate)
+            job.add_done_callback(functools.partial(_forget, key))
+        job.add_done_callback(functools.partial(self._compressed, data))
+
+    def _compressed(self, data: bytes, job: asyncio.Future[bytes]) -> None:
+        if self.transport is None or self._held is None:
+            return  # gone, or closed for falling behind
+        if job.cancelled() or job.exception() is not None:
+            log.error("compressing %d bytes failed: %r", len(data), job)
+            frame = frame_head(len(data)) + data
+        else:
+            frame = job.result()
+        if self.wire.state is OPEN and not self.transport.is_closing():
+            self._write(frame)
+        if self._stream is None:
+            self._release()
 
     def pause_writing(self) -> None:
         if self.outbox is None and self.wire.state is OPEN:
             self.outbox = limits.Outbox(self.gateway.limits.max_pending_bytes)
 
     def resume_writing(self) -> None:
+        self.alive = True  # the client is reading
         outbox, self.outbox = self.outbox, None
+        if self._stream is not None:
+            if outbox is not None and self._held is not None:
+                for message in outbox.take():  # none expected: sends wait in ``_held``
+                    self._held.put(message)
+            self._pump()
+            return
         if outbox is not None:
             for message in outbox.take():
                 self.send(message)
@@ -299,7 +494,7 @@ class WebSocket(asyncio.Protocol):
         if self.transport is None or self.wire.state is not OPEN:
             return
         self._log_refusal(exc.reason, exc.close_code)
-        if isinstance(exc, Unauthorized | Forbidden):
+        if isinstance(exc, Unauthorized | Forbidden) and self._stream is None:
             # y-websocket reconnects on any close; the auth message says why.
             self.transport.write(binary_frame(protocol.encode(protocol.Auth(exc.reason))))
         self._leave()
@@ -314,7 +509,7 @@ class WebSocket(asyncio.Protocol):
             self.transport.abort()
 
     def ping(self) -> None:
-        if self.transport is not None and self.wire.state is OPEN:
+        if self.transport is not None and self.wire.state is OPEN and self._stream is None:
             self.transport.write(_PING)
 
     # -- internals --------------------------------------------------------------------
@@ -324,15 +519,19 @@ class WebSocket(asyncio.Protocol):
         wire, transport = self.wire, self.transport
         if transport is None:
             return
-        for data in wire.data_to_send():
-            if data is SEND_EOF or not data:
-                transport.close()  # once the buffer is flushed...
-                break
-            transport.write(data)
+        if self._stream is None:  # else not in the middle of a frame: after it
+            self._write_wire(transport)
         if wire.state is not OPEN and self._closer is None:
             # ...or a while after our close frame, if the client never reads or answers
             loop = asyncio.get_running_loop()
             self._closer = loop.call_later(CLOSE_TIMEOUT, transport.abort)
+
+    def _write_wire(self, transport: asyncio.Transport) -> None:
+        for data in self.wire.data_to_send():
+            if data is SEND_EOF or not data:
+                transport.close()  # once the buffer is flushed...
+                break
+            transport.write(data)
 
     def _leave(self) -> None:
         self._fragments = None
@@ -361,6 +560,10 @@ class WebSocket(asyncio.Protocol):
 
     def __repr__(self) -> str:
         return f"<WebSocket {self._who()} {self._room_name()!r}>"
+
+
+def _forget(key: tuple[int, int], _job: asyncio.Future[bytes]) -> None:
+    _jobs.pop(key, None)
 
 
 class Sockets:

@@ -184,6 +184,8 @@ class Webhooks(Extension):
     async def _text(self, name: str) -> str | None:
         doc = self.hub.document(name)
         try:
+            if doc is not None:
+                await doc.quiet()
             text = doc.room.text if doc is not None else await self.hub.get_text(name)
         except Exception as exc:  # unloading, shutting down, unreadable: say nothing
             log.debug("webhooks: no text of %r: %s", name, exc)

@@ -74,6 +74,10 @@ class Loaded:
     records: list[Record] = field(default_factory=list)  # appended after it, in order
     cursor: Cursor = None  # after the last record: pass it to ``compact`` as ``upto``
     dropped_bytes: int = 0  # damaged bytes that could not be kept (logged)
+    # Which incarnation of the name this is: changes whenever the document is
+    # deleted, never otherwise (also not across restarts); "" for a store that
+    # keeps none. A browser's copy of another generation must not sync back.
+    generation: str = ""
 
     @property
     def updates(self) -> list[bytes]:
@@ -179,7 +183,10 @@ class DocumentLog(Protocol):
         """
 
     async def delete(self) -> bool:
-        """Remove the document's snapshot and records; True if there were any."""
+        """Remove the document's snapshot and records; True if there were any.
+
+        If there were, the document's next ``load`` has another ``generation``.
+        """
 
     def watch(self, watcher: LogWatcher) -> None:
         """Tell ``watcher`` of records appended by other processes, in order, and deletes."""

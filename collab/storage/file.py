@@ -28,6 +28,7 @@ from . import records as fmt
 from .base import DocInfo, FsyncPolicy, Presence, StoreLocked
 from .disk import Directory
 from .filelog import GROUP_COMMIT_WINDOW, FileCursor, FileLog
+from .generations import GenerationFiles, GenerationLog
 
 __all__ = ["GROUP_COMMIT_WINDOW", "PROBE_INTERVAL", "FileCursor", "FileLog", "FileStore"]
 
@@ -72,6 +73,7 @@ class FileStore:
         if not read_only:
             self.root.mkdir(parents=True, exist_ok=True)
         self.disk = Directory(self.root, read_only)
+        self.generations = GenerationFiles(self.root)  # one per document: see ``generations``
         self._lock_fd = -1
         self._pool: ThreadPoolExecutor | None = None
         self._open: dict[str, FileLog] = {}
@@ -121,7 +123,7 @@ class FileStore:
     # -- the Store protocol -------------------------------------------------
 
     def log(self, name: str) -> FileLog:
-        return FileLog(self, name)
+        return GenerationLog(self, name)
 
     async def info(self, name: str) -> DocInfo | None:
         return await self.run(self._info, name)

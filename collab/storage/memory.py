@@ -37,9 +37,10 @@ class MemoryLog:
 
     async def load(self) -> Loaded:
         doc = self.store.docs.get(self.name)
+        generation = str(self.store.deletes.get(self.name, 0))
         if doc is None:
-            return Loaded(cursor=0)
-        return Loaded(doc.state, list(doc.records), doc.first + len(doc.records))
+            return Loaded(cursor=0, generation=generation)
+        return Loaded(doc.state, list(doc.records), doc.first + len(doc.records), 0, generation)
 
     def append(self, record: Record) -> Cursor:
         doc = self._doc()
@@ -61,7 +62,10 @@ class MemoryLog:
         doc.first += covered
 
     async def delete(self) -> bool:
-        return self.store.docs.pop(self.name, None) is not None
+        if self.store.docs.pop(self.name, None) is None:
+            return False
+        self.store.deletes[self.name] = self.store.deletes.get(self.name, 0) + 1
+        return True
 
     def watch(self, watcher: LogWatcher) -> None:
         pass  # nobody else writes here
@@ -75,6 +79,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.docs: dict[str, _Doc] = {}
+        self.deletes: dict[str, int] = {}  # per name: its generation (as a count of deletes)
         self.damaged = 0
         self.presence: Presence | None = None  # one process: nobody to relay awareness to
 

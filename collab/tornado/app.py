@@ -9,6 +9,7 @@ from typing import Any
 
 import tornado.web
 
+from ..core import limits
 from ..core.auth import Authorize, allow_all
 from ..core.config import Config, check_base_path
 from ..server.extensions import Extension
@@ -26,7 +27,7 @@ from .clients import trusted_proxies
 from .handler import YjsHandler
 from .history_api import history_routes
 from .logs import log_request
-from .pages import EditorPageHandler, HomePageHandler, static_dir
+from .pages import EditorPageHandler, HomePageHandler, ServiceWorkerHandler, static_dir
 
 __all__ = ["make_app", "routes"]
 
@@ -90,6 +91,7 @@ def make_app(
     handlers: list[Any] = [
         (rf"{prefix}/", HomePageHandler, pages),
         (rf"{prefix}/d/(.+)", EditorPageHandler, pages),
+        (rf"{prefix}/sw\.js", ServiceWorkerHandler, pages),
         *routes(hub, prefix, authorize, config.allow_origins, extensions),
     ]
     if base:
@@ -103,6 +105,6 @@ def make_app(
         log_function=log_request,  # the access log, token-free, with fields for JSON
         websocket_ping_interval=config.ping_interval or None,
         websocket_ping_timeout=config.ping_timeout or None,
-        websocket_max_message_size=config.max_message_bytes,
+        websocket_max_message_size=limits.message_bound(config),
     )
     return app

@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any, cast
 
 import tornado.iostream
 import tornado.web
 from websockets.datastructures import Headers
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
@@ -37,12 +39,53 @@ from .clients import client_ip
 from .logs import TokenSafeLogs
 from .stream_transport import IOStreamTransport
 
-__all__ = ["YjsHandler"]
+__all__ = ["DEFLATE", "YjsHandler", "admit"]
 
 log = logging.getLogger("collab.handler")
 
+# permessage-deflate as the server offers it (RFC 7692): no context takeover on
+# either side, so each compressed message stands alone (one compressed frame
+# serves every peer with the same window) and no zlib state lives per idle
+# connection; what a client sends is decompressed up to the message bound.
+DEFLATE = ServerPerMessageDeflateFactory(
+    server_no_context_takeover=True, client_no_context_takeover=True
+)
+
 # Response headers of a refused handshake worth passing on (Tornado sets the rest).
 _HANDSHAKE_HEADERS = {"sec-websocket-version", "upgrade"}
+
+
+async def admit(
+    hub: Hub,
+    authorize: Authorize,
+    origin_ok: Callable[[str], bool],
+    request: Any,
+    raw_name: str,
+    ip: str,
+) -> tuple[str, Permission]:
+    """The checks before an upgrade, in order: name, origin, per-IP cap, token, store.
+
+    Both ways in run exactly these (``YjsHandler.get`` and ``upgrade.FastUpgrades``).
+
+    Returns:
+        The document name and the connection's permission; ``ip`` is counted
+        in ``hub.ips`` (the caller releases it when the connection goes).
+
+    Raises:
+        CollabError: refused (its ``http_status`` says how); nothing is counted.
+    """
+    name = names.validate(raw_name)
+    origin = request.headers.get("Origin")
+    if origin is not None and not origin_ok(origin):
+        raise Forbidden(f"origin not allowed: {origin[:100]}")
+    hub.ips.acquire(ip)
+    try:
+        permission = await permit(authorize, request, name)
+        hub.check_store()
+    except BaseException:
+        hub.ips.release(ip)
+        raise
+    return name, permission
 
 
 @tornado.web.stream_request_body
@@ -83,15 +126,11 @@ class YjsHandler(TokenSafeLogs, tornado.web.RequestHandler):
     async def get(self, *args: Any, **kwargs: Any) -> None:
         try:
             try:
-                name = names.validate(args[0])
-                origin = self.request.headers.get("Origin")
-                if origin is not None and not self.check_origin(origin):
-                    raise Forbidden(f"origin not allowed: {origin[:100]}")
                 ip = client_ip(self)
-                self._ip_counter().acquire(ip)
+                name, self.permission = await admit(
+                    self.hub, self.authorize, self.check_origin, self.request, args[0], ip
+                )
                 self._ip = ip
-                self.permission = await permit(self.authorize, self.request, name)
-                self.hub.check_store()
             except CollabError as exc:
                 fields = {"event": "connection_refused", **self.log_fields()}
                 fields.update(status=exc.http_status, reason=exc.reason)
@@ -118,15 +157,16 @@ class YjsHandler(TokenSafeLogs, tornado.web.RequestHandler):
 
     @property
     def max_message_size(self) -> int:
-        size = self.settings.get("websocket_max_message_size", self.hub.config.max_message_bytes)
-        return int(size)
+        size = self.settings.get("websocket_max_message_size")
+        return int(size if size is not None else limits.message_bound(self.hub.config))
 
     def check_origin(self, origin: str) -> bool:
         return origin_allowed(origin, self.request.headers.get("Host"), self.allow_origins)
 
     async def _upgrade(self, name: str) -> None:
         """Answer the handshake, then hand the socket to a ``WebSocket``."""
-        server = ServerProtocol(logger=wire_log)
+        compression = self.hub.config.compression
+        server = ServerProtocol(logger=wire_log, extensions=[DEFLATE] if compression else None)
         headers = Headers(self.request.headers.get_all())
         response = server.accept(Request(self.request.path, headers))
         if response.status_code != 101:
@@ -148,7 +188,7 @@ class YjsHandler(TokenSafeLogs, tornado.web.RequestHandler):
         size = self.max_message_size or None
         release = functools.partial(counter.release, ip)
         self.hub.sockets.configure(self.ping_interval, self.ping_timeout)
-        ws = WebSocket(self.hub.gateway, self.permission, ip, size, release)
+        ws = WebSocket(self.hub.gateway, self.permission, ip, size, release, server.extensions)
         early = b""
         if isinstance(stream, tornado.iostream.SSLIOStream):
             IOStreamTransport(stream, ws)  # TLS stays with Tornado; reads start after the join

@@ -3,6 +3,11 @@
 The pages are templates with one variable: ``__COLLAB_BASE__`` becomes the
 server's base path (``""`` or ``"/collab"``), in the static asset URLs and in
 ``<meta name="collab-base">``, from which the scripts build every other URL.
+
+``<base>/sw.js`` is the pages' service worker (``web/src/sw.js``): served from
+the base path itself so that its scope is ``<base>/`` (a worker controls only
+the URLs under its own script's folder), never cached without asking the server
+again (``no-cache``), so a new build replaces it at the next visit.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from ..core import names
 from ..core.errors import BadName
 from .logs import TokenSafeLogs
 
-__all__ = ["EditorPageHandler", "HomePageHandler", "static_dir"]
+__all__ = ["EditorPageHandler", "HomePageHandler", "ServiceWorkerHandler", "static_dir"]
 
 
 def static_dir() -> Path:
@@ -84,3 +89,21 @@ class EditorPageHandler(_PageHandler):
             self.finish(html.escape(exc.reason))
             return
         self._serve_page()
+
+
+class ServiceWorkerHandler(TokenSafeLogs):
+    """``GET <base>/sw.js``: the service worker that keeps the pages for offline use."""
+
+    def initialize(self, static: Path, base: str = "") -> None:
+        self.static = static
+
+    def get(self) -> None:
+        path = self.static / "sw.js"
+        if not path.is_file():
+            self.set_status(404)
+            self.finish("the editor bundle is not built: run `make run`")
+            return
+        self.set_header("Content-Type", "text/javascript; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.finish(path.read_bytes())

@@ -840,7 +840,116 @@ async function append () {
   }
 }
 
-const scenarios = { fanout, throughput, connections, largedoc, build, prepare, coldsync, append }
+
+// -- big documents (1, 10, 50 MB): fresh sync time, plain and with permessage-deflate offered --
+
+/** A seeded document of about `size` bytes: 3/4 text of Zipf-like words, the rest map and array. */
+function bigDocument (size, seed) {
+  let s = seed >>> 0
+  const rand = () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32)
+  const letters = 'etaoinshrdlucmfwypvbgkjqxz'
+  const vocab = Array.from({ length: 2000 }, (_, i) =>
+    Array.from({ length: 1 + Math.floor(-Math.log(1 - rand()) / 0.3) }, () =>
+      letters[Math.floor(rand() * (8 + (i % 18)))]).join(''))
+  const parts = []
+  let poolLength = 0
+  const poolSize = Math.min(size, 4 << 20) + 65536
+  while (poolLength < poolSize) {
+    const w = vocab[Math.floor(vocab.length * rand() * rand())] + (rand() < 0.08 ? '.\n' : ' ')
+    parts.push(w)
+    poolLength += w.length
+  }
+  const pool = parts.join('')
+  const doc = new Y.Doc()
+  doc.clientID = 777
+  const text = doc.getText('content')
+  const textSize = Math.floor(size * 3 / 4)
+  doc.transact(() => {
+    for (let written = 0; written < textSize;) {
+      const n = Math.min(65536, textSize - written)
+      const start = Math.floor(rand() * (pool.length - n))
+      text.insert(Math.floor(rand() * (written + 1)), pool.slice(start, start + n))
+      written += n
+    }
+  })
+  const rest = size - textSize
+  doc.transact(() => {
+    const meta = doc.getMap('meta')
+    for (let i = 0; i < rest / 2 / 2048; i++) {
+      const start = Math.floor(rand() * (pool.length - 2048))
+      meta.set(`key-${i}`, pool.slice(start, start + 2000))
+    }
+    const items = []
+    for (let i = 0; i < rest / 2 / 4096; i++) {
+      const start = Math.floor(rand() * (pool.length - 4096))
+      items.push(pool.slice(start, start + 4000))
+    }
+    doc.getArray('list').push(items)
+  })
+  return Y.encodeStateAsUpdate(doc)
+}
+
+/** One fresh client: connect, send an empty step 1, time until the whole step 2 arrived. */
+function freshBig (url, deflate, timeout = 120000) {
+  return new Promise((resolve, reject) => {
+    const t0 = now()
+    const ws = new WebSocket(url, { perMessageDeflate: deflate, maxPayload: 512 << 20 })
+    ws.binaryType = 'nodebuffer'
+    const timer = setTimeout(() => { ws.terminate(); reject(new Error('timeout')) }, timeout)
+    ws.on('open', () => ws.send(step1Empty))
+    ws.on('message', (data) => {
+      if (data[0] === 0 && data[1] === SYNC_STEP1) ws.send(step2Empty)
+      else if (data[0] === 0 && data[1] === SYNC_STEP2) {
+        clearTimeout(timer)
+        const ms = now() - t0
+        const negotiated = Boolean(ws.extensions && ws.extensions.includes('permessage-deflate'))
+        ws.terminate()
+        resolve({ ms, bytes: data.length, negotiated })
+      }
+    })
+    ws.on('error', (err) => { clearTimeout(timer); reject(err) })
+    ws.on('close', () => { clearTimeout(timer); reject(new Error('closed')) })
+  })
+}
+
+async function bigdocs () {
+  const steps = []
+  for (const size of spec.sizes) {
+    const label = `big-${size}`
+    const state = bigDocument(size, 20261202)
+    const url = roomUrl(`big${size}-${process.pid}`)
+    const step = { label, size, doc_bytes: state.length }
+    mark(`${label}:before`)
+    try {
+      const t0 = now()
+      const writer = await upload(url, state)
+      step.upload_s = (now() - t0) / 1000
+      writer.ws.terminate()
+      await sleep(300)
+      mark(`${label}:loaded`)
+      const plain = []
+      const deflate = []
+      for (let i = 0; i < spec.syncs; i++) {
+        const p = await freshBig(url, false)
+        plain.push(p.ms)
+        step.step2_bytes = p.bytes
+        const d = await freshBig(url, true)
+        deflate.push(d.ms)
+        step.deflate_negotiated = d.negotiated
+        await sleep(100)
+      }
+      step.plain_ms = summary(plain)
+      step.deflate_ms = summary(deflate)
+      mark(`${label}:synced`)
+    } catch (err) {
+      step.error = String(err.message || err)
+    }
+    steps.push(step)
+  }
+  return { steps }
+}
+
+const scenarios = { fanout, throughput, connections, largedoc, build, prepare, coldsync, bigdocs, append }
 
 async function main () {
   const started = process.cpuUsage()

@@ -45,6 +45,8 @@ _NO_LIMITS = {
         "MAX_DOCUMENTS",
     )
 }
+# The big-document scenario uploads a 50 MB state in one update: room for it (2x, see StateBudget).
+_NO_LIMITS["COLLAB_MAX_DOCUMENT_BYTES"] = str(512 << 20)
 
 
 @dataclass(frozen=True)

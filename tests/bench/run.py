@@ -40,7 +40,9 @@ CACHE = HERE / ".cache"
 SATURATED = 90.0  # % of one core: the generator is the bottleneck, not the server
 COMPARED = ["collab", "collab-mem", "pycrdt-ws", "yjs-ref", "relay"]
 DURABILITY = ["collab-always", "collab", "collab-never", "collab-mem"]
-SCENARIOS = ["fanout", "throughput", "connections", "largedoc", "durability", "history"]
+SCENARIOS = [
+    "fanout", "throughput", "connections", "largedoc", "durability", "history", "bigdocs"
+]  # fmt: skip
 
 Json = dict[str, Any]
 
@@ -233,6 +235,54 @@ def connections(server: Server, q: bool, workdir: Path) -> Json:
             step["rss_per_conn"] = (b.server_rss - a.server_rss) / (step["n"] - step["failed"])
             step["server_rss"] = b.server_rss
     return result
+
+
+def bigdocs(server: Server, q: bool, workdir: Path) -> Json:
+    """Fresh sync of 1, 10 and 50 MB documents (seeded, gen.mjs ``bigDocument``), and RSS."""
+    spec = {"scenario": "bigdocs", "sizes": [1 << 20, 10 << 20] if q else [1_000_000,
+            10_000_000, 50_000_000], "syncs": 3}  # fmt: skip
+    result, samples = generate(spec, server, workdir, 300 if q else 900)
+    for step in result["steps"]:
+        for when in ("loaded", "synced"):
+            sample = samples.get(f"{step['label']}:{when}")
+            if sample is not None:
+                step[f"rss_{when}"] = sample.server_rss
+    return result
+
+
+def _bigdocs_table(results: Json, peers: list[str]) -> str:
+    rows = []
+    label = {k: PEERS[k].label for k in PEERS}
+    by = {k: {s["label"]: s for s in r.get("steps", [])} for k, r in results["bigdocs"].items()}
+    labels = sorted({x for k in by for x in by[k]}, key=lambda x: int(x.split("-")[1]))
+    for lab in labels:
+        base = by.get("collab", {}).get(lab, {}).get("plain_ms", {}).get("p50")
+        for key in [k for k in peers if k in by]:
+            step = by[key].get(lab)
+            if step is None:
+                continue
+            plain, deflate = step.get("plain_ms", {}), step.get("deflate_ms", {})
+            note = step.get("error") or ""
+            held = step.get("step2_bytes")
+            if held is not None and held < step["doc_bytes"] // 2:
+                note = f"step 2 of {held} B: not held"  # the upload was dropped
+            mb = lambda v: None if v is None else v / 1e6  # noqa: E731
+            rows.append([
+                f"{step['size'] / 1e6:g} MB", label[key], step.get("doc_bytes"),
+                step.get("upload_s"), plain.get("p50"), ratio(plain.get("p50"), base),
+                deflate.get("p50"), "yes" if step.get("deflate_negotiated") else "no",
+                mb(step.get("rss_loaded")), mb(step.get("rss_synced")),
+                note[:40],
+            ])  # fmt: skip
+    return table(
+        "(h) big documents: a fresh client's sync (median of 3), plain and with "
+        "permessage-deflate offered",
+        ["size", "server", "doc B", "upload s", "plain ms", "x collab", "deflate ms",
+         "negotiated", "RSS MB loaded", "RSS MB synced", "note"],
+        rows,
+        "plain = the client offers no compression; deflate = it offers permessage-deflate (as "
+        "stock clients do);\nRSS after the upload, and after the six fresh syncs.",
+    )  # fmt: skip
 
 
 def build_document(q: bool, workdir: Path) -> Json:
@@ -747,6 +797,8 @@ def render(results: Json, peers: list[str]) -> str:
         )
     if "history" in results:
         out.append(_history_tables(results))
+    if "bigdocs" in results:
+        out.append(_bigdocs_table(results, peers))
     if "append" in results:
         out.append(_append_tables(results, peers))
     return "\n".join(out)
@@ -924,6 +976,7 @@ def run_all(scenarios: list[str], peers: list[str], q: bool, workdir: Path, resu
         "fanout": fanout,
         "throughput": throughput,
         "connections": connections,
+        "bigdocs": bigdocs,
     }
     runs["append"] = append
     document = None

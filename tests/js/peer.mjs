@@ -9,7 +9,8 @@
 //   {"id": k, ...}                         the reply to command k
 //   {"id": k, "error": "..."}              the command failed
 // stdin, one JSON object a line, each with an "id" and a "cmd":
-//   state                 -> {text, sv, synced, connected, awareness, map, array}
+//   state                 -> {text, sv, synced, connected, awareness, map, array,
+//                            types: {messageType: count received}, errors: [console.error]}
 //   edit {seed, ops, label} -> seeded random inserts/deletes on the text "content";
 //                            replies {ops, remoteDuring} once done
 //   insert {index, text}  -> one insert
@@ -17,11 +18,16 @@
 //   awareness {state}     -> set the local awareness state
 //   set {key, value}      -> Y.Map "meta"[key] = value
 //   push {items}          -> append items to Y.Array "list"
+//   digest                -> {text_length, text_sha256, map_size, array_length, connects,
+//                            synced, connected}: a large document's facts (tests/bigdoc.py)
+//   bulk {seed, bytes}    -> about `bytes` of seeded edits (text pieces and "meta" entries),
+//                            in one transaction each 1 MB; replies {text_length, map_size}
 //   quit                  -> destroy the provider, reply, exit 0
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
 import readline from 'node:readline'
+import { createHash } from 'node:crypto'
 
 const [serverUrl, room, token] = process.argv.slice(2)
 if (!serverUrl || !room) {
@@ -29,12 +35,27 @@ if (!serverUrl || !room) {
   process.exit(2)
 }
 
+// What arrives, by y-protocols message type (the first varuint, one byte below 128),
+// and what the provider logs as an error (it does so for a type it does not know).
+const types = {}
+const errors = []
+console.error = (...args) => errors.push(args.map(String).join(' '))
+class CountingWebSocket extends WebSocket {
+  constructor (...args) {
+    super(...args)
+    this.addEventListener('message', (event) => {
+      const type = new Uint8Array(event.data)[0]
+      types[type] = (types[type] || 0) + 1
+    })
+  }
+}
+
 const doc = new Y.Doc()
 const text = doc.getText('content')
 // disableBc: peers must talk only through the server, never through
 // BroadcastChannel (which Node has, and which y-websocket would otherwise use).
 const provider = new WebsocketProvider(serverUrl, room, doc, {
-  WebSocketPolyfill: WebSocket,
+  WebSocketPolyfill: CountingWebSocket,
   disableBc: true,
   params: token ? { token } : {}
 })
@@ -104,12 +125,52 @@ function state () {
     connects,
     awareness,
     map: doc.getMap('meta').toJSON(),
-    array: doc.getArray('list').toJSON()
+    array: doc.getArray('list').toJSON(),
+    types,
+    errors
   }
+}
+
+function digest () {
+  const content = text.toString()
+  return {
+    text_length: content.length,
+    text_sha256: createHash('sha256').update(content, 'utf8').digest('hex'),
+    map_size: doc.getMap('meta').size,
+    array_length: doc.getArray('list').length,
+    connects,
+    remote_updates: remoteUpdates,
+    synced: provider.synced,
+    connected: provider.wsconnected
+  }
+}
+
+function bulk ({ seed, bytes }) {
+  const rnd = prng(seed)
+  const words = Array.from({ length: 1500 }, () =>
+    Array.from({ length: 2 + Math.floor(rnd() * 7) }, () => 'etaoinshrdlucmfw'[Math.floor(rnd() * 16)]).join(''))
+  let pool = ''
+  while (pool.length < (1 << 20) + 70000) pool += words[Math.floor(rnd() * rnd() * words.length)] + ' '
+  const meta = doc.getMap('meta')
+  let done = 0
+  let key = 0
+  while (done < bytes) {
+    doc.transact(() => {
+      for (let k = 0; k < 16 && done < bytes; k++) {
+        const start = Math.floor(rnd() * (pool.length - 65536))
+        text.insert(Math.floor(rnd() * (text.length + 1)), pool.slice(start, start + 60000))
+        meta.set(`offline-${seed}-${key++}`, pool.slice(start, start + 4000))
+        done += 64000
+      }
+    })
+  }
+  return { text_length: text.length, map_size: meta.size }
 }
 
 const commands = {
   state,
+  digest,
+  bulk,
   edit,
   insert: ({ index, text: s }) => { text.insert(index, s); return {} },
   type: async ({ text: s, delay }) => {

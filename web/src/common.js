@@ -61,6 +61,18 @@ export const api = (url, init = {}) => {
 }
 
 /**
+ * Keep the pages in this browser (the service worker, <base>/sw.js), so a document
+ * opened before opens again with the server down. Needs a secure context
+ * (https, or http on localhost / 127.0.0.1); elsewhere the pages just need the server.
+ */
+export const keepPagesOffline = () => {
+  if (!('serviceWorker' in navigator)) return
+  navigator.serviceWorker.register(`${base}/sw.js`, { scope: `${base}/` }).catch((err) => {
+    console.warn('collab: the pages will not open offline:', err)
+  })
+}
+
+/**
  * Why a document name is refused (the server's rule), or null when it is fine.
  * @param {string} name
  */

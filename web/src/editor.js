@@ -15,11 +15,12 @@ import { markdown } from '@codemirror/lang-markdown'
 import { highlightSelectionMatches, searchKeymap } from '@codemirror/search'
 
 import {
-  COLOR_NAMES, PALETTE, api, apiUrl, claims, editorHref, h, homeHref, initials, lighten, loadUser, nameOfPath,
-  saveUser, syncUrl, toast, token
+  COLOR_NAMES, PALETTE, api, apiUrl, claims, editorHref, h, homeHref, initials, keepPagesOffline, lighten,
+  loadUser, nameOfPath, saveUser, syncUrl, toast, token
 } from './common.js'
 import { remoteCarets, safeColor, safeName, verifiedSub } from './carets.js'
 import { Reconnector, keepAlive } from './connection.js'
+import { SaveTracker, savedIndicator } from './saved.js'
 import { theme } from './theme.js'
 import { setupHistory } from './history.js'
 
@@ -55,6 +56,8 @@ publishMe()
 // A read-only token: the server would drop our edits, so do not let anyone type them.
 const readOnly = claims.mode === 'ro'
 $('read-only').hidden = !readOnly
+// Are our edits saved? (Rendered under "saved" below; its events come once connected.)
+const tracker = new SaveTracker({ provider, offlineCopy, readOnly, onChange: () => renderSaved() })
 
 const undoManager = new Y.UndoManager(ytext) // yCollab tracks only this page's own edits
 const view = new EditorView({
@@ -116,7 +119,23 @@ const renderStatus = (state) => {
   statusEl.title = title
   banner.hidden = state.status !== 'refused'
   if (state.status === 'refused') $('banner-text').textContent = state.message
-  if (state.code === 4404) offlineCopy.clearData() // never resurrect a deleted document
+  if (state.code === 4404 && !dropped) { // never resurrect a deleted document
+    tracker.forget()
+    dropped = dropOfflineCopy()
+  }
+  renderSaved()
+}
+
+// The offline copy of a deleted document (or of an older one of the same name)
+// goes, and "Reconnect" then starts from an empty page: the copy in memory must
+// not sync back either.
+let dropped = null
+const dropOfflineCopy = async () => {
+  await offlineCopy.clearData()
+  await new Promise((resolve) => { // clearData does not wait for the deletion itself
+    const request = indexedDB.deleteDatabase(offlineCopy.name)
+    request.onsuccess = request.onerror = request.onblocked = resolve
+  })
 }
 
 const reconnector = new Reconnector(provider, {
@@ -127,8 +146,25 @@ setInterval(() => {
   if (reconnector.state.status === 'offline') renderStatus(reconnector.state)
 }, 1000)
 keepAlive(provider)
-$('banner-retry').addEventListener('click', () => reconnector.retry())
+let leaving = false // reloading on purpose: the edits that would be lost are gone already
+$('banner-retry').addEventListener('click', () => {
+  if (!dropped) return reconnector.retry()
+  dropped.then(() => {
+    leaving = true
+    window.location.reload()
+  })
+})
 $('status-retry').addEventListener('click', () => reconnector.connectNow())
+
+// ---- saved: "Saving…", "Saved", "Not saved — offline, kept in this browser" ----
+
+const savedEl = $('saved')
+const renderSaved = savedIndicator(savedEl, tracker, () => reconnector.state.status === 'refused')
+window.addEventListener('beforeunload', (event) => {
+  if (!tracker.unsaved || leaving) return
+  event.preventDefault()
+  event.returnValue = '' // older browsers want this too
+})
 
 // ---- presence ----
 
@@ -282,8 +318,9 @@ const versionHistory = setupHistory({ docName, ytext, readOnly, liveEl: $('edito
 
 // ---- go ----
 
-reconnector.connectNow()
+tracker.ready.then(() => reconnector.connectNow()) // the copy's generation is known first
 view.focus()
+keepPagesOffline()
 
 // For tests and debugging in the console.
-window.collab = { ydoc, ytext, provider, awareness, view, undoManager, reconnector, offlineCopy, history: versionHistory }
+window.collab = { ydoc, ytext, provider, awareness, view, undoManager, reconnector, offlineCopy, history: versionHistory, saved: tracker }

@@ -1,5 +1,5 @@
 // The home page, <base>/: the documents (from <base>/api/docs), open or create by name, delete.
-import { api, apiUrl, claims, docsUrl, editorHref, formatAgo, formatBytes, h, homeHref, nameProblem, toast, token } from './common.js'
+import { api, apiUrl, claims, docsUrl, editorHref, formatAgo, formatBytes, h, homeHref, keepPagesOffline, nameProblem, toast, token } from './common.js'
 
 const $ = (id) => document.getElementById(id)
 const REFRESH_MS = 5000
@@ -116,3 +116,4 @@ refresh()
 setInterval(() => { if (!document.hidden) refresh() }, REFRESH_MS)
 document.addEventListener('visibilitychange', () => { if (!document.hidden) refresh() })
 $('doc-input').focus()
+keepPagesOffline()

@@ -626,7 +626,7 @@ class RedisStore:
         doc.gen = gen.decode() if gen is not None else "0"
         doc.position = position
         doc._size = size
-        return Loaded(state, records, position)
+        return Loaded(state, records, position, generation=doc.gen)
 
     async def info(self, name: str) -> DocInfo | None:
         await self.start()

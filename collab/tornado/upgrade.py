@@ -1,0 +1,360 @@
+"""WebSocket upgrades without Tornado's request pipeline: ``FastUpgrades``.
+
+Profiling 5,000 handshakes showed most of the server's time per connection in
+Tornado's HTTP machinery (an ``IOStream``, header reading with timeouts, the
+routing delegates, a ``RequestHandler`` with its output transforms) and in
+moving the socket to a second transport afterwards. ``listen`` therefore
+accepts plain (non-TLS) connections on asyncio transports of its own and reads
+each request head itself. A head that is an ordinary upgrade to the sync
+endpoint (``GET``, HTTP/1.1, the route of an unsubclassed ``YjsHandler``, the
+WebSocket headers valid, no body) is checked by the same ``handler.admit`` the
+handler runs (name, origin, per-IP cap, ``authorize``, the store) and answered
+on the same transport, which then carries the ``WebSocket`` for its life.
+
+Anything else, and every refusal, goes to Tornado: the socket is handed to the
+``HTTPServer`` with the bytes already read, and Tornado serves it exactly as
+before (a refused upgrade is checked again there, so its status, headers and
+log line are the handler's own). Header limits hold on both paths: the head
+may be at most ``max_header_bytes`` and must arrive within ``header_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import tornado.httpserver
+import tornado.httputil
+import tornado.iostream
+import tornado.routing
+import tornado.web
+from websockets.exceptions import InvalidHeader, NegotiationError
+from websockets.extensions.base import Extension
+from websockets.headers import build_extension, parse_extension
+
+from ..core import limits
+from ..core.auth import Permission, allow_all, origin_allowed, redact
+from ..core.config import Config
+from ..server.hub import Hub
+from ..server.sockets import WebSocket
+from .clients import trusted_proxies
+from .handler import DEFLATE, YjsHandler, admit
+from .logs import access_log, log_request
+
+__all__ = ["FastUpgrades"]
+
+log = logging.getLogger("collab.handler")
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    hub: Hub
+    authorize: Any
+    origins: frozenset[str]
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A head fit for the fast path: what the upgrade needs."""
+
+    request: tornado.httputil.HTTPServerRequest
+    route: _Route
+    raw_name: str
+    key: bytes
+    extensions: list[Extension]
+    extension_header: bytes
+
+
+class FastUpgrades:
+    """Serves ``listening`` sockets: sync upgrades here, everything else by ``http``."""
+
+    def __init__(
+        self, app: tornado.web.Application, http: tornado.httpserver.HTTPServer, config: Config
+    ) -> None:
+        self.app = app
+        self.http = http
+        self.max_header_bytes = config.max_header_bytes or 64 << 10
+        self.header_timeout = config.header_timeout or None
+        self.rules = self._rules(app)
+        self.servers: list[asyncio.AbstractServer] = []
+        self.answered = 0  # upgrades answered here (the rest went to Tornado)
+        self._starting: list[asyncio.Task[asyncio.AbstractServer]] = []
+
+    @staticmethod
+    def _rules(app: tornado.web.Application) -> list[tuple[tornado.routing.PathMatches, Any]]:
+        """The application's path rules, with the sync endpoint's settings where it is one.
+
+        Empty (no fast path) when routing is anything but one list of path
+        patterns: host-specific handlers, nested routers.
+        """
+        if len(app.default_router.rules) != 1:
+            return []
+        if app.settings.get("log_function", log_request) is not log_request:
+            return []  # the host writes its own access log: Tornado calls it
+        rules: list[tuple[tornado.routing.PathMatches, Any]] = []
+        for rule in app.wildcard_router.rules:
+            if not isinstance(rule.matcher, tornado.routing.PathMatches):
+                return []
+            kwargs = rule.target_kwargs
+            if rule.target is YjsHandler and isinstance(kwargs.get("hub"), Hub):
+                origins = frozenset(o.rstrip("/").lower() for o in kwargs.get("allow_origins", ()))
+                route = _Route(kwargs["hub"], kwargs.get("authorize", allow_all), origins)
+                rules.append((rule.matcher, route))
+            else:
+                rules.append((rule.matcher, None))
+        return rules if any(route is not None for _, route in rules) else []
+
+    def start(self, listening: list[socket.socket], backlog: int) -> None:
+        """Start accepting on ``listening`` (on the running loop; serving begins at once)."""
+        loop = asyncio.get_running_loop()
+        for sock in listening:
+            self._starting.append(
+                loop.create_task(
+                    loop.create_server(lambda: _Head(self), sock=sock, backlog=backlog)
+                )
+            )
+
+    async def close(self) -> None:
+        """Stop accepting; connections already served live on."""
+        for task in self._starting:
+            with contextlib.suppress(Exception):
+                self.servers.append(await task)
+        self._starting.clear()
+        for server in self.servers:
+            server.close()
+
+    # -- one request head ------------------------------------------------------------------
+
+    def plan(self, head: bytes) -> _Plan | None:
+        """What to do with a request head; None: Tornado serves it."""
+        lines = head.split(b"\r\n")
+        start = lines[0].split(b" ")
+        if len(start) != 3 or start[0] != b"GET" or start[2] != b"HTTP/1.1":
+            return None
+        headers = tornado.httputil.HTTPHeaders()
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+                return None  # folded, malformed or odd: Tornado decides
+            headers.add(name.decode("latin-1"), value.strip(b" \t").decode("latin-1"))
+        if "Content-Length" in headers or "Transfer-Encoding" in headers or "Host" not in headers:
+            return None
+        if headers.get("Upgrade", "").lower() != "websocket":
+            return None
+        connection = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+        if "upgrade" not in connection or headers.get("Sec-WebSocket-Version") != "13":
+            return None
+        key = headers.get_list("Sec-WebSocket-Key")
+        try:
+            if len(key) != 1 or len(base64.b64decode(key[0], validate=True)) != 16:
+                return None
+        except binascii.Error:
+            return None
+        uri = start[1].decode("latin-1")
+        request = tornado.httputil.HTTPServerRequest(
+            start_line=tornado.httputil.RequestStartLine("GET", uri, "HTTP/1.1"), headers=headers
+        )
+        for matcher, route in self.rules:
+            found = matcher.match(request)
+            if found is None:
+                continue
+            if route is None or found.get("path_kwargs") or len(found.get("path_args", ())) != 1:
+                return None
+            try:
+                raw = found["path_args"][0].decode("utf-8")
+            except UnicodeDecodeError:
+                return None  # Tornado's 400
+            break
+        else:
+            return None
+        extensions: list[Extension] = []
+        header = b""
+        offers = headers.get_list("Sec-WebSocket-Extensions")
+        if offers and route.hub.config.compression:
+            try:
+                parsed = [ext for value in offers for ext in parse_extension(value)]
+            except InvalidHeader:
+                return None
+            for ext_name, params in parsed:
+                if ext_name != DEFLATE.name:
+                    continue
+                try:
+                    answer, extension = DEFLATE.process_request_params(params, [])
+                except NegotiationError:
+                    continue
+                extensions.append(extension)
+                answered = build_extension([(ext_name, answer)])
+                header = f"Sec-WebSocket-Extensions: {answered}\r\n".encode()
+                break
+        return _Plan(request, route, raw, key[0].encode(), extensions, header)
+
+    async def upgrade(
+        self, transport: asyncio.Transport, plan: _Plan, early: bytes, head: bytes
+    ) -> None:
+        """Admit and answer the upgrade of ``plan``, or give it to Tornado."""
+        route, request = plan.route, plan.request
+        hub = route.hub
+        peer = transport.get_extra_info("peername")
+        request.remote_ip = peer[0] if isinstance(peer, tuple) else ""
+        cidrs = hub.config.trusted_proxies
+        ip = request.remote_ip or ""
+        if cidrs:
+            ip = trusted_proxies(cidrs).client_address(ip, request.headers)
+        host, origins = request.headers.get("Host"), route.origins
+
+        def origin_ok(origin: str) -> bool:
+            return origin_allowed(origin, host, origins)
+
+        try:
+            name, permission = await admit(
+                hub, route.authorize, origin_ok, request, plan.raw_name, ip
+            )
+        except Exception as exc:
+            log.debug("upgrade refused here, handed to the handler: %r", exc)
+            self.handoff(transport, head)  # refused: the handler says so, and logs it
+            return
+        if transport.is_closing():
+            hub.ips.release(ip)
+            return
+        accept = base64.b64encode(hashlib.sha1(plan.key + _GUID).digest())
+        greeting = (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n" + plan.extension_header + b"\r\n"
+        )
+        self._log(request, name, permission, ip)
+        self.answered += 1
+        settings = self.app.settings
+        hub.sockets.configure(
+            settings.get("websocket_ping_interval", hub.config.ping_interval or None),
+            settings.get("websocket_ping_timeout", hub.config.ping_timeout or None),
+        )
+        size = settings.get("websocket_max_message_size")
+        size = int(size if size is not None else limits.message_bound(hub.config)) or None
+        release = functools.partial(hub.ips.release, ip)
+        ws = WebSocket(hub.gateway, permission, ip, size, release, plan.extensions)
+        transport.set_protocol(ws)
+        ws.connection_made(transport)
+        await ws.start(name, greeting, early)
+
+    @staticmethod
+    def _log(
+        request: tornado.httputil.HTTPServerRequest, name: str, permission: Permission, ip: str
+    ) -> None:
+        """The access log line ``log_request`` writes for a 101."""
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        duration = 1000.0 * request.request_time()
+        fields: dict[str, Any] = {
+            "method": "GET",
+            "path": redact(request.path),
+            "remote": ip,
+            "document": name[:200],
+        }
+        if permission.user is not None:
+            fields["sub"] = permission.user
+        fields.update(event="request", status=101, duration_ms=round(duration, 2))
+        summary = f"GET {redact(request.uri or '')} ({ip})"
+        access_log.info("%d %s %.2fms", 101, summary, duration, extra=fields)
+
+    def handoff(self, transport: asyncio.Transport, data: bytes) -> None:
+        """Give the connection to Tornado's ``HTTPServer``, with what was read of it."""
+        sock = transport.get_extra_info("socket")
+        address = transport.get_extra_info("peername")
+        if sock is None or transport.is_closing():
+            transport.abort()
+            return
+        try:
+            fd = os.dup(sock.fileno())
+        except OSError:
+            transport.abort()
+            return
+        transport.abort()  # closes only asyncio's descriptor: the connection lives on in ``fd``
+        own = socket.socket(fileno=fd)
+        own.setblocking(False)
+        http = self.http
+        stream = tornado.iostream.IOStream(
+            own, max_buffer_size=http.max_buffer_size, read_chunk_size=http.read_chunk_size
+        )
+        if data:
+            stream._read_buffer += data
+            stream._read_buffer_size += len(data)
+        http.handle_stream(stream, address)
+
+
+class _Head(asyncio.Protocol):
+    """A new connection until its request head is read."""
+
+    __slots__ = ("buffer", "fast", "started", "timer", "transport")
+
+    def __init__(self, fast: FastUpgrades) -> None:
+        self.fast = fast
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.started = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.fast.header_timeout:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(self.fast.header_timeout, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        buffer = self.buffer + data if self.buffer else data
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0 or end + 4 > self.fast.max_header_bytes:
+            if end >= 0 or len(buffer) > self.fast.max_header_bytes:
+                self._done()
+                self.fast.handoff(transport, buffer)  # Tornado refuses it as it always did
+            else:
+                self.buffer = buffer
+            return
+        self._done()
+        transport.pause_reading()
+        try:
+            plan = self.fast.plan(buffer[:end])
+        except Exception:
+            log.exception("reading a request head")
+            plan = None
+        if plan is None:
+            self.fast.handoff(transport, buffer)
+            return
+        task = asyncio.ensure_future(self.fast.upgrade(transport, plan, buffer[end + 4 :], buffer))
+        task.add_done_callback(_log_failure)
+
+    def _done(self) -> None:
+        self.buffer = b""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("upgrade failed", exc_info=task.exception())

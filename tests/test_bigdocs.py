@@ -1,0 +1,261 @@
+"""Big documents sync: 50 MB to stock clients over a slow link, 20 MB of offline edits, bombs.
+
+A 50 MB document (tests/bigdoc.py: text, a map and an array, seeded) is
+imported into a data directory and served by a real ``collab serve``; a stock
+y-websocket client (Node) syncs it (the editor page in Chromium: in
+test_bigdocs_page.py) through a
+proxy throttled to 1.5 MB/s (tests/throttle.py). Uncompressed, its step 2
+would take 33 s there, past the 30 s after which a stock client drops a
+silent socket and starts over; compressed (permessage-deflate, which both
+offer) it takes about 14 s. The facts each client reports (text length and
+SHA-256, map and array sizes) must be the document's, after one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collab.core import protocol
+from collab.core.protocol import SyncStep1, Update
+
+from .bigdoc import BIG, NAME, Facts, serving
+from .jsclient import JsPeers
+from .server import ServerProcess
+from .throttle import Throttle
+from .wait import eventually
+from .wire import client_frame, parse_frames
+
+RATE = 1.5e6  # bytes per second each way: 33 s for the plain step 2, ~14 s compressed
+
+
+@pytest.fixture(scope="module")
+def big_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Facts]]:
+    """A server holding the 50 MB document ``big``."""
+    with serving(tmp_path_factory.mktemp("bigdoc")) as served:
+        yield served
+
+
+async def test_a_50mb_document_syncs_to_a_stock_client_over_a_slow_link(big_server) -> None:
+    server, facts = big_server
+    with Throttle(server.port, RATE) as proxy:
+        async with JsPeers() as peers:
+            peer = await peers.start("peer.mjs", f"ws://127.0.0.1:{proxy.port}/ws", NAME)
+            await peer.event("ready")
+            await peer.event("synced", timeout=55)
+            digest = await peer.request("digest", timeout=30)
+        assert {k: digest[k] for k in facts.as_dict()} == facts.as_dict()
+        assert digest["connects"] == 1  # never dropped for silence and started over
+        assert proxy.bytes_down < BIG * 0.6  # it came compressed
+
+
+async def test_20mb_of_offline_edits_reconnect_and_merge_once(tmp_path: Path) -> None:
+    """Default limits: a 20 MB step 2 on reconnect is accepted (not 1009) and relayed once."""
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        with Throttle(server.port, 50e6) as link:
+            async with JsPeers() as peers:
+                offline = await peers.peer(f"ws://127.0.0.1:{link.port}/ws", "notes")
+                watcher = await peers.peer(server.ws, "notes")
+                await offline.request("insert", index=0, text="shared start ")
+
+                async def same() -> bool:
+                    a, b = await offline.request("digest"), await watcher.request("digest")
+                    return a["text_sha256"] == b["text_sha256"] and a["map_size"] == b["map_size"]
+
+                await eventually(same, timeout=10)
+                before = (await watcher.request("digest"))["remote_updates"]
+                link.cut()
+
+                async def offline_now() -> bool:
+                    return not (await offline.request("digest"))["connected"]
+
+                await eventually(offline_now, timeout=10)
+                made = await offline.request("bulk", seed=11, bytes=20_000_000, timeout=30)
+                assert made["map_size"] > 300
+                link.restore()
+                await eventually(same, timeout=50, interval=0.5)
+                seen = await watcher.request("digest")
+                assert seen["remote_updates"] == before + 1  # merged once, relayed once
+                mine = await offline.request("digest")
+                assert mine["connects"] == 2 and mine["connected"]  # back once, and stays
+        assert "(1009)" not in server.output()
+    finally:
+        server.stop()
+
+
+# -- compression bombs: what the client sends is decompressed only up to the bound -------------
+
+
+def _deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    return body[:-4]  # RFC 7692: without the sync flush's 00 00 ff ff
+
+
+def _compressed_frame(payload: bytes) -> bytes:
+    """A masked client frame with RSV1 set (permessage-deflate) carrying ``payload`` deflated."""
+    return client_frame(0xC2, _deflate(payload))
+
+
+async def _deflate_connect(port: int, path: str) -> tuple[socket.socket, bytes]:
+    """A handshake offering permessage-deflate; returns the socket and the response head."""
+    import base64
+    import os
+
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    )
+    await loop.sock_sendall(sock, request.encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), 10)
+        assert chunk, "closed during the handshake"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return sock, head + b"\r\n\r\n" + rest
+
+
+async def _frames_until_close(sock: socket.socket, first: bytes) -> list[tuple[int, bytes]]:
+    loop = asyncio.get_running_loop()
+    data = first.partition(b"\r\n\r\n")[2]
+    for _ in range(1000):
+        frames, _ = parse_frames(data)
+        if frames and frames[-1][0] == 0x8:
+            return frames
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 10)
+        if not chunk:
+            return frames
+        data += chunk
+    raise AssertionError("no close frame")
+
+
+async def test_the_server_negotiates_permessage_deflate_and_reads_compressed_messages(
+    port, hub
+) -> None:
+    sock, first = await _deflate_connect(port, "/ws/squeezed")
+    try:
+        head = first.partition(b"\r\n\r\n")[0].decode().lower()
+        assert head.startswith("http/1.1 101")
+        assert "sec-websocket-extensions: permessage-deflate" in head
+        assert "server_no_context_takeover" in head and "client_no_context_takeover" in head
+        from pycrdt import Doc, Text
+
+        doc: Doc[Any] = Doc()
+        doc.get("content", type=Text).insert(0, "squeezed " * 5000)
+        update = protocol.encode(Update(doc.get_update()))
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(sock, _compressed_frame(update))
+        await loop.sock_sendall(sock, client_frame(0x82, protocol.encode(SyncStep1(b"\x00"))))
+        await eventually(
+            lambda: (
+                hub.document("squeezed") is not None
+                and hub.document("squeezed").room.text == "squeezed " * 5000
+            )
+        )
+    finally:
+        sock.close()
+
+
+async def test_a_compression_bomb_is_refused_with_1009(port, hub) -> None:
+    """100 MB of zeros in 100 KB: past the default bound (64 MiB), refused before all of it."""
+    bomb = bytes(100_000_000)
+    frame = _compressed_frame(bomb)
+    assert len(frame) < 200_000
+    honest_sock, _ = await _deflate_connect(port, "/ws/target")
+    sock, first = await _deflate_connect(port, "/ws/target")
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_sendall(sock, frame)
+        frames = await _frames_until_close(sock, first)
+        code = struct.unpack("!H", frames[-1][1][:2])[0]
+        assert code == 1009
+        # The server is fine and so is the other connection on that document.
+        step1 = client_frame(0x82, protocol.encode(SyncStep1(b"\x00")))
+        await loop.sock_sendall(honest_sock, step1)
+        await eventually(lambda: hub.document("target") is not None)
+    finally:
+        sock.close()
+        honest_sock.close()
+
+
+async def _read_frames_until(sock: socket.socket, first: bytes, count: int) -> list[bytes]:
+    """Raw frames (header included) after the response head until ``count`` binary ones."""
+    loop = asyncio.get_running_loop()
+    data = first.partition(b"\r\n\r\n")[2]
+    out: list[bytes] = []
+    for _ in range(10_000):
+        while len(data) >= 2:
+            size, head = data[1] & 0x7F, 2
+            if size == 126:
+                size, head = int.from_bytes(data[2:4], "big"), 4
+            elif size == 127:
+                size, head = int.from_bytes(data[2:10], "big"), 10
+            if len(data) < head + size:
+                break
+            out.append(data[: head + size])
+            data = data[head + size :]
+        big = [f for f in out if f[0] & 0x40]  # RSV1: compressed
+        if len(big) >= count:
+            return big
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 10)
+        assert chunk
+        data += chunk
+    raise AssertionError("not enough frames")
+
+
+@pytest.mark.parametrize("size", [100_000, 600_000])  # compressed inline, and in the thread
+async def test_a_large_relay_is_compressed_once_for_every_peer(
+    port, hub, monkeypatch, size: int
+) -> None:
+    import random
+
+    from pycrdt import Doc, Text
+
+    from collab.server import frames
+
+    calls: list[int] = []
+    real = frames.zlib.compressobj
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(frames.zlib, "compressobj", counting)
+    name = f"fan-{size}"
+    peers = [await _deflate_connect(port, f"/ws/{name}") for _ in range(3)]
+    loop = asyncio.get_running_loop()
+    try:
+        await eventually(
+            lambda: hub.document(name) is not None and len(hub.document(name).sessions) == 3
+        )
+        rng = random.Random(size)
+        doc: Doc[Any] = Doc()
+        words = " ".join(rng.choice(["alpha", "beta", "gamma", "delta"]) for _ in range(size // 6))
+        doc.get("content", type=Text).insert(0, words)
+        update = protocol.encode(Update(doc.get_update()))
+        await loop.sock_sendall(peers[0][0], client_frame(0x82, update))
+        got = [await _read_frames_until(sock, first, 1) for sock, first in peers[1:]]
+        assert got[0][0] == got[1][0]  # the same bytes to both
+        assert len(got[0][0]) < len(update) // 2
+        frame = got[0][0]
+        head = {126: 4, 127: 10}.get(frame[1] & 0x7F, 2)
+        assert zlib.decompressobj(-15).decompress(frame[head:] + b"\x00\x00\xff\xff") == update
+        assert len(calls) == 1  # compressed once for both peers
+    finally:
+        for sock, _ in peers:
+            sock.close()

@@ -1,0 +1,218 @@
+"""Upgrades answered off Tornado's pipeline (``collab.listen``) answer as the handler does.
+
+The same requests go to two servers of the same configuration: one served by
+``collab.listen`` (sync upgrades read and answered on the connection's own
+transport, ``upgrade.FastUpgrades``) and one by a plain Tornado ``HTTPServer``
+(every request through ``YjsHandler``). Status, the headers a client acts on,
+and what a connection can then do must be the same; header limits must hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import tornado.httpserver
+
+import collab
+from collab.core import protocol
+from collab.core.protocol import SyncStep1
+
+from .server import free_port
+from .wait import eventually
+from .wire import client_frame, parse_frames
+from .yclient import YClient
+
+SECRET = "s" * 32
+
+
+def token(docs: list[str]) -> str:
+    return jwt.encode({"exp": time.time() + 600, "docs": docs}, SECRET, algorithm="HS256")
+
+
+def head(path: str, *extra: str, key: str | None = None, method: str = "GET") -> bytes:
+    key = key if key is not None else base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if key:
+        lines.append(f"Sec-WebSocket-Key: {key}")
+    return ("\r\n".join([*lines, *extra]) + "\r\n\r\n").encode()
+
+
+async def exchange(port: int, data: bytes, timeout: float = 5) -> bytes:
+    """Send ``data``; return what the server answered up to the end of its response head."""
+    loop = asyncio.get_running_loop()
+    with socket.socket() as sock:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, data)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), timeout)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+def summary(response: bytes) -> tuple[str, dict[str, str]]:
+    """The status line, and the headers a client acts on."""
+    lines = response.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    wanted = {"www-authenticate", "retry-after", "upgrade", "sec-websocket-extensions"}
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.lower() in wanted:
+            headers[name.lower()] = value.strip()
+    return lines[0], headers
+
+
+@pytest.fixture
+def servers(tmp_path: Path, io_loop: Any) -> Iterator[tuple[int, int, Any]]:
+    """(fast port, Tornado-only port, the fast server), same settings, own data dirs."""
+    made: list[Any] = []
+
+    async def start() -> tuple[int, int, Any]:
+        def config(name: str) -> collab.Config:
+            return collab.Config(
+                data_dir=str(tmp_path / name),
+                port=0,
+                jwt_secret=SECRET,
+                max_connections_per_ip=3,
+                header_timeout=1.0,
+                max_header_bytes=4096,
+            )
+
+        fast_config = config("fast")
+        fast_hub = collab.Hub(fast_config)
+        fast = collab.listen(collab.make_app(fast_config, fast_hub), fast_config, fast_hub)
+        assert fast.fast is not None  # the fast path is on
+        plain_config = config("plain")
+        plain_hub = collab.Hub(plain_config)
+        plain = tornado.httpserver.HTTPServer(collab.make_app(plain_config, plain_hub))
+        plain_port = free_port()
+        plain.listen(plain_port, "127.0.0.1")
+        made.extend([fast, (plain, plain_hub)])
+        return fast.port, plain_port, fast
+
+    yield io_loop.run_sync(start)
+
+    async def stop() -> None:
+        fast, (plain, plain_hub) = made
+        await fast.close()
+        plain.stop()
+        await plain_hub.close()
+
+    io_loop.run_sync(stop)
+
+
+CASES = {
+    "upgrade": head(f"/ws/doc?token={token(['*'])}"),
+    "upgrade, deflate offered": head(
+        f"/ws/doc?token={token(['*'])}",
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
+    ),
+    "bad name": head(f"/ws/a%00b?token={token(['*'])}"),
+    "name not UTF-8": head(f"/ws/%ff?token={token(['*'])}"),
+    "no token": head("/ws/doc"),
+    "bad token": head("/ws/doc?token=nonsense"),
+    "token for another document": head(f"/ws/doc?token={token(['other'])}"),
+    "foreign origin": head(f"/ws/doc?token={token(['*'])}", "Origin: https://evil.example"),
+    "loopback origin": head(f"/ws/doc?token={token(['*'])}", "Origin: http://localhost:3000"),
+    "no key": head(f"/ws/doc?token={token(['*'])}", key=""),
+    "bad key": head(f"/ws/doc?token={token(['*'])}", key="short"),
+    "version 8": head(f"/ws/doc?token={token(['*'])}").replace(b"Version: 13", b"Version: 8"),
+    "POST": head(f"/ws/doc?token={token(['*'])}", method="POST"),
+    "with a body": head(f"/ws/doc?token={token(['*'])}", "Content-Length: 5") + b"hello",
+    "HTTP/1.0": head(f"/ws/doc?token={token(['*'])}").replace(b"HTTP/1.1", b"HTTP/1.0", 1),
+    "not a websocket": b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+async def test_each_request_is_answered_as_the_handler_answers_it(servers, case: str) -> None:
+    fast_port, plain_port, server = servers
+    fast, plain = await exchange(fast_port, CASES[case]), await exchange(plain_port, CASES[case])
+    assert summary(fast) == summary(plain)
+    assert summary(fast)[0].startswith("HTTP/1.1 ")
+    here = case in ("upgrade", "upgrade, deflate offered", "loopback origin")
+    assert server.fast.answered == (1 if here else 0)  # the others: Tornado's
+
+
+async def test_the_per_ip_cap_counts_fast_upgrades(servers) -> None:
+    fast_port, _, fast = servers
+    url = f"ws://127.0.0.1:{fast_port}/ws/capped?token={token(['*'])}"
+    clients = [await YClient(url).connect() for _ in range(3)]
+    assert fast.fast.answered == 3
+    status, headers = summary(await exchange(fast_port, head(f"/ws/capped?token={token(['*'])}")))
+    assert status.startswith("HTTP/1.1 429") and headers["retry-after"] == "5"
+    await clients[0].close()
+
+    async def admitted() -> bool:
+        answer = await exchange(fast_port, head(f"/ws/capped?token={token(['*'])}"))
+        return summary(answer)[0].startswith("HTTP/1.1 101")
+
+    await eventually(admitted)  # the slot is given back when a socket goes
+    clients[1].text += "still here"
+    await eventually(lambda: fast.hub.document("capped").room.text == "still here")
+
+
+async def test_frames_sent_with_the_head_and_http_keep_alive_work(servers) -> None:
+    fast_port, _, fast = servers
+    loop = asyncio.get_running_loop()
+    step1 = client_frame(0x82, protocol.encode(SyncStep1(b"\x00")))
+    with socket.socket() as sock:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", fast_port))
+        await loop.sock_sendall(sock, head(f"/ws/early?token={token(['*'])}") + step1)
+        data = b""
+        for _ in range(100):
+            data += await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+            frames, _ = parse_frames(data.partition(b"\r\n\r\n")[2])
+            if any(payload[:2] == b"\x00\x01" for _, payload in frames):  # our step 2
+                break
+        else:
+            raise AssertionError("no step 2")
+    assert fast.fast.answered == 1
+    # Two HTTP requests on one connection, then an upgrade on it: Tornado's, and it works.
+    with socket.socket() as sock:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", fast_port))
+        ping = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        await loop.sock_sendall(sock, ping + ping + head(f"/ws/kept?token={token(['*'])}"))
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 3:
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+            assert chunk
+            data += chunk
+        assert data.count(b"HTTP/1.1 200") == 2 and b"HTTP/1.1 101" in data
+    assert fast.fast.answered == 1  # that one was Tornado's
+
+
+async def test_header_limits_hold_before_the_upgrade(servers) -> None:
+    fast_port, _, _ = servers
+    loop = asyncio.get_running_loop()
+    # A head past max_header_bytes: dropped unanswered, as Tornado does.
+    huge = head(f"/ws/doc?token={token(['*'])}", "X-Pad: " + "p" * 5000)
+    assert await exchange(fast_port, huge) == b""
+    # A head that never ends: dropped after header_timeout.
+    with socket.socket() as sock:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", fast_port))
+        await loop.sock_sendall(sock, b"GET /ws/doc HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        started = loop.time()
+        assert await asyncio.wait_for(loop.sock_recv(sock, 100), 10) == b""
+        assert loop.time() - started >= 0.5
