@@ -71,6 +71,7 @@ tests/bench/node_modules/.package-lock.json: tests/bench/package.json tests/benc
 bench: install-test $(VENV)/.installed-bench tests/bench/node_modules/.package-lock.json
 	$(PY) tests/bench/run.py $(BENCH_ARGS)
 	$(PY) tests/bench/cluster.py $(CLUSTER_BENCH_ARGS)
+	$(PY) tests/bench/bigload.py $(BIGLOAD_ARGS)
 
 # Cluster kill loop: SIGKILL collab processes (KILLS) and redis-server (REDIS_KILLS)
 # under a stream of unique tokens; fails if any token is lost or doubled.

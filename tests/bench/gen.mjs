@@ -201,6 +201,69 @@ function writerUpdates (count, base, clientID) {
   return out
 }
 
+// -- end-appending writers (issue 14) ---------------------------------------------------------
+
+/** A random 32-bit client id, as Yjs gives every new Y.Doc (real clients are never 1000 + w). */
+const randomClientID = () => crypto.getRandomValues(new Uint32Array(1))[0]
+
+const CONTENT_KEY = Buffer.from('content')
+
+/**
+ * One client appending `chunks` one after another at the end of `content`, never moving its
+ * cursor: update i is a single string item whose origin is the last character of update i - 1
+ * (the first has none, so it names the root type). This is the Yjs update v1 a Y.Doc emits for
+ * `text.insert(text.length, chunk)` (checkAppendEncoding proves it at start), encoded directly:
+ * Yjs's own encoder slices the whole merged run for every update, O(run) per update, and 40,000
+ * appends would cost the generator minutes. Clocks count UTF-16 units, as in Yjs.
+ */
+function appendUpdates (chunks, clientID) {
+  const out = []
+  let clock = 0
+  for (const chunk of chunks) {
+    const bytes = Buffer.from(chunk, 'utf8')
+    const head = [1, 1] // one client, one struct
+    varuint(clientID, head)
+    varuint(clock, head)
+    if (clock === 0) {
+      head.push(4) // ContentString, no origin: parent info follows
+      varuint(1, head)
+      varuint(CONTENT_KEY.length, head)
+      head.push(...CONTENT_KEY)
+    } else {
+      head.push(0x80 | 4) // ContentString with a left origin
+      varuint(clientID, head)
+      varuint(clock - 1, head)
+    }
+    varuint(bytes.length, head)
+    out.push(updateMessage(Buffer.concat([Buffer.from(head), bytes, Buffer.of(0)]))) // empty delete set
+    clock += chunk.length
+  }
+  return out
+}
+
+/** Throw unless appendUpdates gives the bytes Yjs itself sends, for small and 32-bit ids. */
+function checkAppendEncoding () {
+  for (const clientID of [7, 1000, 2 ** 31 + 12345, 2 ** 32 - 1]) {
+    const doc = new Y.Doc()
+    doc.clientID = clientID
+    const text = doc.getText('content')
+    const got = []
+    doc.on('update', (u) => got.push(updateMessage(u)))
+    const chunks = ['~S0;', 'a', 'é€', '~S123456;', 'x'.repeat(300), '😀b', 'z']
+    for (const c of chunks) text.insert(text.length, c)
+    doc.destroy()
+    const ours = appendUpdates(chunks, clientID)
+    if (got.length !== ours.length || got.some((g, i) => !g.equals(ours[i]))) {
+      throw new Error(`appendUpdates differs from yjs for client ${clientID}`)
+    }
+  }
+}
+
+/** `count` updates `~S<seq>;` (seq = base + i) appended at the end by one new random client. */
+function endWriterUpdates (count, base, clientID = randomClientID()) {
+  return appendUpdates(Array.from({ length: count }, (_, i) => `~S${base + i};`), clientID)
+}
+
 /**
  * Delivery bookkeeping for `total` updates: send times, owners (a client never counts its own
  * echo) and how many receipts each update got.
@@ -288,11 +351,13 @@ const roomUrl = (room) => `${spec.base}/ws/${room}`
 const crdt = spec.crdt
 
 /** One room: `writers` writing, `subs` only listening; or many rooms of `perRoom` writers. */
-async function trafficStep ({ label, rooms, writersPerRoom, subsPerRoom, rate, seconds, drainMs }) {
+async function trafficStep ({ label, rooms, writersPerRoom, subsPerRoom, rate, seconds, drainMs, writer }) {
   const nWriters = rooms * writersPerRoom
   const perWriter = Math.max(1, Math.round((rate * seconds) / nWriters))
   const updates = Array.from({ length: nWriters }, (_, w) =>
-    writerUpdates(perWriter, w * perWriter, 1000 + w)
+    writer === 'end'
+      ? endWriterUpdates(perWriter, w * perWriter) // appends at the end, random client ids
+      : writerUpdates(perWriter, w * perWriter, 1000 + w)
   )
   // Each update reaches the room's other writers and its subscribers.
   const receiversPer = writersPerRoom - 1 + subsPerRoom
@@ -376,7 +441,8 @@ async function throughput () {
       subsPerRoom: spr,
       rate,
       seconds: spec.seconds,
-      drainMs: spec.drain_ms
+      drainMs: spec.drain_ms,
+      writer: spec.writer
     })
     step.pass = passes(step)
     steps.push(step)
@@ -636,6 +702,144 @@ async function coldsync () {
   return { ms: c.tSynced - c.t0, step2_bytes: c.step2Bytes }
 }
 
+// -- one long typing run at the end (issue 14) --------------------------------------------------
+
+/**
+ * One room, one writer appending at the end without moving its cursor, one subscriber. Updates
+ * go out at `spec.rate` (at most `spec.max_in_flight` not yet received by the subscriber); around
+ * each count in `spec.points` a window of `spec.window` updates is sent between two MARKs, each
+ * taken once every earlier update has reached the subscriber, so the orchestrator reads the
+ * server CPU those updates cost. Then, in a new room, a new writer pastes `spec.paste_chars`
+ * characters as one insert and types `spec.keystrokes` appends after it (windows `paste-insert`
+ * and `paste-keys`). Bounded by `spec.budget_s` overall and `spec.drain_ms` per wait.
+ */
+async function append () {
+  checkAppendEncoding()
+  const deadline = now() + spec.budget_s * 1000
+  const tag = `append-${process.pid}-${Date.now() % 1e6}`
+  const steps = []
+  const clientIDs = []
+
+  // One run of `frames` into room `room`; `plan` = [[label, from, to], ...] windows in order.
+  const run = async (room, frames, plan) => {
+    const n = frames.length
+    const sentAt = new Float64Array(n).fill(-1)
+    const gotAt = new Float64Array(n).fill(-1)
+    let got = 0
+    const sub = await connect(roomUrl(room), {
+      crdt,
+      timeout: 60000,
+      onUpdate: (_c, data) => {
+        const t = now()
+        for (const seq of seqsIn(data)) {
+          if (seq < n && sentAt[seq] >= 0 && gotAt[seq] < 0) {
+            gotAt[seq] = t
+            got++
+          }
+        }
+      }
+    })
+    const writer = await connect(roomUrl(room), { crdt, timeout: 60000 })
+    await sleep(200)
+    let next = 0
+    const send = async (to) => {
+      const start = now()
+      const from = next
+      while (next < to && now() < deadline) {
+        const due = Math.min(to, from + Math.floor(((now() - start) / 1000) * spec.rate) + 1)
+        while (next < due && next - got < spec.max_in_flight) {
+          sentAt[next] = now()
+          writer.ws.send(frames[next++])
+        }
+        await sleep(1)
+      }
+      return (now() - start) / 1000
+    }
+    const drain = async () => {
+      const end = Math.min(deadline, now() + spec.drain_ms)
+      while (got < next && now() < end) await sleep(2)
+      return got >= next
+    }
+    for (const [label, from, to] of plan) {
+      await send(from)
+      if (next < from) break // out of time
+      const drained = await drain()
+      mark(`${label}:start`)
+      const sendSeconds = await send(to)
+      const complete = await drain()
+      mark(`${label}:end`)
+      const lat = []
+      let delivered = 0
+      for (let i = from; i < next; i++) {
+        if (gotAt[i] >= 0) {
+          delivered++
+          lat.push(gotAt[i] - sentAt[i])
+        }
+      }
+      steps.push({
+        label,
+        from,
+        to,
+        count: next - from,
+        delivered,
+        lost: next - from - delivered,
+        drained_before: drained,
+        complete,
+        send_s: sendSeconds,
+        achieved_rate: (next - from) / Math.max(sendSeconds, 1e-9),
+        latency_ms: summary(lat)
+      })
+      if (next < to) break // out of time
+    }
+    sub.ws.terminate()
+    writer.ws.terminate()
+    return next
+  }
+
+  const total = Math.max(...spec.points)
+  const runID = spec.client_id ?? randomClientID()
+  clientIDs.push(runID)
+  const frames = endWriterUpdates(total, 0, runID)
+  // Each window in `spec.slices` slices (`label/k`), each between its own marks: the orchestrator
+  // takes the median slice, so a burst of someone else's load on the machine moves it less.
+  const sliced = (label, from, to) => {
+    const k = Math.max(1, Math.min(spec.slices ?? 1, to - from))
+    return Array.from({ length: k }, (_, j) => [
+      `${label}/${j}`,
+      from + Math.round(((to - from) * j) / k),
+      from + Math.round(((to - from) * (j + 1)) / k)
+    ])
+  }
+  const plan = spec.points.flatMap((at) => sliced(`append-${at}`, Math.max(0, at - spec.window), at))
+  const sentRun = await run(`${tag}-run`, frames, plan)
+
+  // A pasted block, continued: one insert of `paste_chars`, then keystrokes after it.
+  let sentPaste = 0
+  if (spec.keystrokes > 0 && now() < deadline) {
+    const pasteID = randomClientID()
+    clientIDs.push(pasteID)
+    const head = '~S0;'
+    const filler = 'lorem ipsum dolor sit amet, '.repeat(Math.ceil(spec.paste_chars / 28))
+    const chunks = [head + filler.slice(0, spec.paste_chars - head.length)]
+    for (let k = 1; k <= spec.keystrokes; k++) chunks.push(`~S${k};`)
+    sentPaste = await run(`${tag}-paste`, appendUpdates(chunks, pasteID), [
+      ['paste-insert', 0, 1],
+      ...sliced('paste-keys', 1, chunks.length)
+    ])
+  }
+  return {
+    steps,
+    client_ids: clientIDs,
+    rate: spec.rate,
+    points: spec.points,
+    sent_run: sentRun,
+    of_run: total,
+    sent_paste: sentPaste,
+    paste_chars: spec.paste_chars,
+    complete: sentRun === total && (spec.keystrokes === 0 || sentPaste === spec.keystrokes + 1)
+  }
+}
+
 
 // -- big documents (1, 10, 50 MB): fresh sync time, plain and with permessage-deflate offered --
 
@@ -745,7 +949,7 @@ async function bigdocs () {
   return { steps }
 }
 
-const scenarios = { fanout, throughput, connections, largedoc, build, prepare, coldsync, bigdocs }
+const scenarios = { fanout, throughput, connections, largedoc, build, prepare, coldsync, bigdocs, append }
 
 async function main () {
   const started = process.cpuUsage()

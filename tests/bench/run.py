@@ -72,11 +72,28 @@ class Sample:
             t = server.ps.cpu_times()
             self.server_cpu = t.user + t.system
             self.server_rss = float(server.ps.memory_info().rss)
+        self.server_ns = _task_ns(server.ps.pid) if server is not None and server.ps else None
         try:
             g = gen.cpu_times()
             self.gen_cpu = g.user + g.system
         except psutil.Error:
             self.gen_cpu = 0.0
+
+
+def _task_ns(pid: int) -> int | None:
+    """CPU time of every thread of ``pid`` in ns (/proc/PID/task/*/schedstat), or None.
+
+    psutil's CPU times tick at 10 ms, too coarse for a window of 1,000 updates at ~10 µs each.
+    A thread that exits between two samples takes its time with it (the servers' threads live
+    as long as they do)."""
+    try:
+        total = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _add_cpu(result: Json, samples: dict[str, Sample]) -> None:
@@ -157,10 +174,15 @@ def fanout(server: Server, q: bool, workdir: Path) -> Json:
 
 
 def _throughput(
-    server: Server, q: bool, workdir: Path, layout: str, resolution: float = 1.2
+    server: Server,
+    q: bool,
+    workdir: Path,
+    layout: str,
+    resolution: float = 1.2,
+    writer: str = "jump",
 ) -> Json:
     """Highest passing rate, bisected until the first failing rate is within ``resolution``."""
-    one_room = layout == "1x10"
+    one_room = layout in ("1x10", "1x10-end")
     spec = {
         "scenario": "throughput",
         "label": f"tp-{layout}",
@@ -176,6 +198,7 @@ def _throughput(
         "budget_s": (30 if q else 100) * (1.2 / resolution) ** 4,
         "retries": 2,
         "resolution": resolution,
+        "writer": writer,
     }
     result, samples = generate(spec, server, workdir, 120 if q else 400)
     _add_cpu(result, samples)
@@ -184,9 +207,14 @@ def _throughput(
     return result
 
 
+LAYOUTS = ["1x10", "1x10-end", "200x2"]  # --layouts picks some
+
+
 def throughput(server: Server, q: bool, workdir: Path) -> Json:
-    out = {"1x10": _throughput(server, q, workdir, "1x10")}
-    out["200x2"] = _throughput(server, q, workdir, "200x2")
+    out = {}
+    for layout in LAYOUTS:
+        writer = "end" if layout.endswith("-end") else "jump"
+        out[layout] = _throughput(server, q, workdir, layout, writer=writer)
     return out
 
 
@@ -319,6 +347,188 @@ def durability(server: Server, q: bool, workdir: Path) -> Json:
     return {"1x10": _throughput(server, q, workdir, "1x10", resolution=1.05)}
 
 
+# -- append: one long typing run at the end (issue 14) ------------------------------------------
+
+SCENARIOS.append("append")
+NOTES["throughput"] += (
+    "\n1x10-end: as 1x10, but the writer appends at the end without moving its cursor "
+    "(one run growing to rate x seconds)."
+)
+NOTES["append"] = (
+    "one writer (random 32-bit client id) appends ~S<n>; at the end, never moving its cursor; "
+    "1 subscriber.\nµs/upd @N = server CPU / updates in the window of updates just before the "
+    "N-th append (median of 5 slices,\neach taken once every earlier update was received); "
+    "last/first = flatness (target ≤ 1.5x).\npaste = a new writer pastes the chars as one insert "
+    "(paste ms = server CPU for it), then appends\nkeystrokes after it (µs/key, median slice)."
+)
+
+
+def append(server: Server, q: bool, workdir: Path) -> Json:
+    """Server CPU per update at growing lengths of one end-appended run, and after a paste."""
+    spec = {
+        "scenario": "append",
+        "rate": 1000,
+        "points": [2500, 5000, 10000] if q else [5000, 20000, 40000],
+        "window": 500 if q else 1000,
+        "max_in_flight": 2000,
+        "drain_ms": 30000,
+        "paste_chars": 200_000,
+        "keystrokes": 500 if q else 2000,
+        "slices": 5,
+        "budget_s": 90 if q else 240,
+    }
+    result, samples = generate(spec, server, workdir, spec["budget_s"] + 60)
+    for step in result["steps"]:
+        step.update(window(samples, step["label"]))
+        a, b = samples.get(f"{step['label']}:start"), samples.get(f"{step['label']}:end")
+        if a and b and a.server_ns is not None and b.server_ns is not None:
+            step["server_cpu_s_psutil"] = step.get("server_cpu_s")
+            step["server_cpu_s"] = (b.server_ns - a.server_ns) / 1e9  # ns resolution
+            step["server_cpu_pct"] = 100 * step["server_cpu_s"] / step["wall_s"]
+        if step.get("count") and "server_cpu_s" in step:
+            step["us_per_update"] = 1e6 * step["server_cpu_s"] / step["count"]
+    result["slices"] = result.get("steps", [])
+    result["steps"] = _join_slices(result["slices"])
+    runs = [s for s in result["steps"] if s["label"].startswith("append-")]
+    first, last = (runs[0], runs[-1]) if runs else ({}, {})
+    result["points"] = result.get("points") or spec["points"]
+    result["flatness"] = (
+        last["us_per_update"] / first["us_per_update"]
+        if len(runs) == len(spec["points"]) and first.get("us_per_update")
+        else None
+    )
+    return result
+
+
+def _join_slices(slices: list[Json]) -> list[Json]:
+    """One step per window from its slices (``label/k``): µs/update is the median slice's."""
+    groups: dict[str, list[Json]] = {}
+    for s in slices:
+        groups.setdefault(s["label"].split("/")[0], []).append(s)
+    steps = []
+    for label, group in groups.items():
+        us = sorted(s["us_per_update"] for s in group if s.get("us_per_update") is not None)
+        lat = sorted((s.get("latency_ms") or {}).get("p99") or 0.0 for s in group if s.get("count"))
+        count = sum(s.get("count", 0) for s in group)
+        cpu = sum(s.get("server_cpu_s", 0.0) for s in group)
+        steps.append(
+            {
+                "label": label,
+                "slices": len(group),
+                "count": count,
+                "delivered": sum(s.get("delivered", 0) for s in group),
+                "lost": sum(s.get("lost", 0) for s in group),
+                "drained_before": all(s.get("drained_before") for s in group),
+                "complete": all(s.get("complete") for s in group),
+                "server_cpu_s": cpu,
+                "us_per_update": us[(len(us) - 1) // 2] if us else None,  # median slice
+                "us_per_update_all": 1e6 * cpu / count if count else None,
+                "us_per_update_slices": us,
+                "latency_ms": {"p99": lat[-1] if lat else None},  # worst slice's p99
+                "gen_cpu_pct": max((s.get("gen_cpu_pct", 0.0) for s in group), default=0.0),
+                "gen_saturated": any(s.get("gen_saturated") for s in group),
+                "server_cpu_pct": max((s.get("server_cpu_pct", 0.0) for s in group), default=0.0),
+            }
+        )
+    return steps
+
+
+def _append_tables(results: Json, peers: list[str]) -> str:
+    label = {k: PEERS[k].label for k in PEERS}
+    res = results["append"]
+    points: list[int] = next((r["points"] for r in res.values() if r.get("points")), [])
+    rows = []
+    for k in peers:
+        r = res.get(k)
+        if r is None:
+            continue
+        by = {s["label"]: s for s in r.get("steps", [])}
+        at = [by.get(f"append-{n}", {}) for n in points]
+        paste, keys = by.get("paste-insert", {}), by.get("paste-keys", {})
+        steps = list(by.values())
+        timed = [s for s in steps if s.get("count", 0) >= 100]  # not the one-update paste window
+        rows.append(
+            [
+                label[k],
+                *(s.get("us_per_update") for s in at),
+                f"{r['flatness']:.2f}x" if r.get("flatness") else "-",
+                (at[-1].get("latency_ms") or {}).get("p99") if at else None,
+                1e3 * paste["server_cpu_s"] if "server_cpu_s" in paste else None,
+                keys.get("us_per_update"),
+                sum(s.get("lost", 0) for s in steps),
+                max((s.get("gen_cpu_pct", 0) for s in timed), default=None),
+                r.get("error", "")[:40]
+                or ", ".join(
+                    x
+                    for x in (
+                        "" if r.get("complete") else "incomplete",
+                        "backlog" if any(not s.get("drained_before") for s in steps) else "",
+                        *sorted({_flag(s) for s in timed} - {""}),
+                    )
+                    if x
+                ),
+            ]
+        )
+    short = [f"{n // 1000}k" if n % 1000 == 0 else f"{n / 1000:g}k" for n in points]
+    head = [f"µs/upd @{n}" for n in short]
+    rate = next((r.get("rate") for r in res.values() if r.get("rate")), None)
+    chars = next((r.get("paste_chars") for r in res.values() if r.get("paste_chars")), None)
+    out = [
+        table(
+            f"(h) append: one writer appending at the end at {fmt(rate)} updates/s, "
+            f"1 subscriber; then a {fmt(chars)}-char paste",
+            [
+                "server",
+                *head,
+                f"{short[-1]}/{short[0]}" if short else "last/first",
+                f"p99 ms @{short[-1]}" if short else "p99 ms",
+                "paste ms",
+                "µs/key",
+                "lost",
+                "gen CPU %",
+                "note",
+            ],
+            rows,
+            NOTES["append"],
+        )
+    ]
+    tp = results.get("throughput", {})
+    ref = ((tp.get("yjs-ref") or {}).get("1x10-end", {}).get("best") or {}).get("rate")
+    rows = []
+    for k in peers:
+        r = res.get(k)
+        end = (tp.get(k) or {}).get("1x10-end")
+        if r is None and end is None:
+            continue
+        rate = ((end or {}).get("best") or {}).get("rate")
+        flat = (r or {}).get("flatness")
+        rows.append(
+            [
+                label[k],
+                f"{flat:.2f}x" if flat else "-",
+                "yes" if flat is not None and flat <= 1.5 else "no",
+                rate,
+                ratio(rate, ref),
+                "yes" if rate is not None and ref and rate >= ref else "no" if ref else "-",
+            ]
+        )
+    out.append(
+        table(
+            "(h) issue 14 targets: flat appends, 1x10-end rate against the Yjs reference server",
+            [
+                "server",
+                "append last/first",
+                "≤ 1.5x",
+                "1x10-end max upd/s",
+                "x yjs-ref",
+                "≥ yjs-ref",
+            ],
+            rows,
+        )
+    )
+    return "\n".join(out)
+
+
 # -- tables --------------------------------------------------------------------------------
 
 
@@ -430,7 +640,7 @@ def render(results: Json, peers: list[str]) -> str:
         )
     if "throughput" in results:
         rows = []
-        for layout in ("1x10", "200x2"):
+        for layout in ("1x10", "1x10-end", "200x2"):
             base = (
                 (results["throughput"].get("collab") or {}).get(layout, {}).get("best") or {}
             ).get("rate")
@@ -589,6 +799,8 @@ def render(results: Json, peers: list[str]) -> str:
         out.append(_history_tables(results))
     if "bigdocs" in results:
         out.append(_bigdocs_table(results, peers))
+    if "append" in results:
+        out.append(_append_tables(results, peers))
     return "\n".join(out)
 
 
@@ -698,6 +910,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios", default=",".join(SCENARIOS), help=f"subset of {','.join(SCENARIOS)}"
     )
     p.add_argument("--peers", default=",".join(COMPARED), help=f"subset of {','.join(COMPARED)}")
+    p.add_argument(
+        "--layouts", default=",".join(LAYOUTS), help=f"throughput: subset of {','.join(LAYOUTS)}"
+    )
     return p.parse_args(argv)
 
 
@@ -711,6 +926,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in peers:
         if name not in PEERS:
             raise SystemExit(f"unknown peer {name!r}")
+    layouts = [x for x in args.layouts.split(",") if x]
+    for name in layouts:
+        if name not in LAYOUTS:
+            raise SystemExit(f"unknown layout {name!r}")
+    LAYOUTS[:] = layouts
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("make bench needs two cores: one for the server, one for the generator")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -758,6 +978,7 @@ def run_all(scenarios: list[str], peers: list[str], q: bool, workdir: Path, resu
         "connections": connections,
         "bigdocs": bigdocs,
     }
+    runs["append"] = append
     document = None
     if "largedoc" in scenarios or "history" in scenarios:
         print("building the large document ...", flush=True)
