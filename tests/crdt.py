@@ -12,6 +12,8 @@ from typing import Protocol
 
 from pycrdt import Doc, Text
 
+from collab.core.protocol import encode_varuint as _varuint
+
 __all__ = [
     "end_appends",
     "random_edits",
@@ -46,15 +48,6 @@ def typed_updates(text: str, client_id: int = 7) -> tuple[Doc, list[bytes]]:
     for ch in text:
         content += ch
     return doc, updates
-
-
-def _varuint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def end_appends(chunks: list[str], client_id: int) -> list[bytes]:

@@ -53,6 +53,7 @@ __all__ = [
     "SyncType",
     "Update",
     "decode",
+    "encode_varuint",
     "decode_awareness",
     "encode",
     "encode_awareness",
@@ -153,7 +154,8 @@ class AwarenessEntry:
 # -- encoding ---------------------------------------------------------------
 
 
-def _varuint(n: int) -> bytes:
+def encode_varuint(n: int) -> bytes:
+    """``n`` as a lib0 varuint (7 bits a byte, low first)."""
     out = bytearray()
     while n > 0x7F:
         out.append(0x80 | (n & 0x7F))
@@ -163,7 +165,7 @@ def _varuint(n: int) -> bytes:
 
 
 def _varbytes(data: bytes) -> bytes:
-    return _varuint(len(data)) + data
+    return encode_varuint(len(data)) + data
 
 
 _SYNC_PREFIX = {
@@ -193,9 +195,9 @@ def encode(message: Message) -> bytes:
 
 def encode_awareness(entries: list[AwarenessEntry]) -> bytes:
     """Return an awareness update payload holding ``entries``."""
-    parts = [_varuint(len(entries))]
+    parts = [encode_varuint(len(entries))]
     for entry in entries:
-        parts += [_varuint(entry.client_id), _varuint(entry.clock)]
+        parts += [encode_varuint(entry.client_id), encode_varuint(entry.clock)]
         parts.append(_varbytes(entry.state.encode()))
     return b"".join(parts)
 

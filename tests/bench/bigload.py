@@ -31,6 +31,8 @@ from typing import Any
 from pycrdt import Array, Doc, Map, Text
 from websockets.asyncio.client import connect
 
+from collab.core.protocol import encode_varuint
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import free_port, spawn, stop_all, terminate
 
@@ -40,17 +42,8 @@ TICK = 0.01  # the other room's writer: one update every 10 ms
 LIMIT_S = 120  # every wait is bounded
 
 
-def varuint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def message(sync_type: int, update: bytes) -> bytes:
-    return bytes([0, sync_type]) + varuint(len(update)) + update
+    return bytes([0, sync_type]) + encode_varuint(len(update)) + update
 
 
 def build(mb: int, seed: int, client_id: int) -> bytes:
