@@ -307,6 +307,8 @@ class Document:
                     item.done.set_exception(_gone(self.phase))
             self._inbox = None
             self._busy = None
+            if not self.sessions and self.phase is Phase.OPEN:
+                self._on_idle(self)  # everyone left while it was busy: it may unload now
 
     async def _exclusive(self, what: str, size: int, fn: Callable[[], _T]) -> _T:
         """``fn()`` with the room to itself: in the CRDT thread if ``size`` is heavy, while
