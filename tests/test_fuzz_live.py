@@ -106,8 +106,8 @@ def _random_message(rng: random.Random) -> bytes:
             pairs = [
                 (rng.randrange(10**9, 2**32), rng.randrange(2**31)) for _ in range(rng.randrange(4))
             ]
-            vector = protocol._varuint(len(pairs)) + b"".join(
-                protocol._varuint(c) + protocol._varuint(k) for c, k in pairs
+            vector = protocol.encode_varuint(len(pairs)) + b"".join(
+                protocol.encode_varuint(c) + protocol.encode_varuint(k) for c, k in pairs
             )
             return protocol.encode(SyncStep1(vector))
         case 4 | 5 | 6:
