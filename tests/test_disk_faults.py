@@ -22,10 +22,8 @@ import errno
 import os
 import re
 import stat
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,33 +32,18 @@ from tornado.httpclient import AsyncHTTPClient
 from collab import Config
 from collab.storage.file import FileStore
 from tests.crdt import text_of
+from tests.mounts import ROOT_USER, mount, tmpfs
 from tests.needs import require
 from tests.server import ServerProcess
 from tests.wait import eventually
 from tests.yclient import YClient
 
 TOKEN = re.compile(rb"tok\d+;")
-ROOT_USER = os.geteuid() == 0
 
 
 def need_root() -> None:
     """Skip without root (a laptop) with the reason; in CI, fail (``require``)."""
     require(ROOT_USER, "a tmpfs to fill or remount read-only needs root")
-
-
-def mount(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["mount", *args], capture_output=True, text=True, timeout=30)
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir(parents=True)
-    done = mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
-    require(done.returncode == 0, f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
 
 
 async def in_thread(fn, *args):

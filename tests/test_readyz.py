@@ -10,40 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from collab import Config
+from tests.mounts import ROOT_USER, mount, tmpfs
 from tests.needs import require
 from tests.server import ServerProcess
 from tests.wait import eventually
 
-ROOT_USER = os.geteuid() == 0
-
 
 async def in_thread(fn, *args):
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-
-def mount(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["mount", *args], capture_output=True, text=True, timeout=30)
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """A small tmpfs at ``path`` (root only), unmounted afterwards."""
-    path.mkdir(parents=True)
-    done = mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
-    require(done.returncode == 0, f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
 
 
 async def ready(server: ServerProcess) -> tuple[int, str]:
