@@ -564,15 +564,7 @@ class Document:
 
         ``sub`` and ``remote`` name who did it, should it create the document.
         """
-        await self.quiet()
-        if self.phase is not Phase.OPEN:
-            raise _gone(self.phase)
-        try:
-            effects = self.room.replace_text(text)
-        except DocumentTooLarge:
-            self.metrics.refusals.labels("document_bytes").inc()
-            raise
-        await self._local(effects, author, sub, remote)
+        await self._local(lambda: self.room.replace_text(text), author, sub, remote)
 
     async def apply_update(
         self, update: bytes, author: str, sub: str | None = None, remote: str | None = None
@@ -584,19 +576,20 @@ class Document:
             DocumentTooLarge: it would grow the document past its limit.
             BadUpdate: the CRDT refused it.
         """
+        await self._local(lambda: self.room.apply_local(update), author, sub, remote)
+
+    async def _local(
+        self, edit: Callable[[], Effects], author: str, sub: str | None, remote: str | None
+    ) -> None:
+        """Make ``edit`` on the room once it is quiet, log it, relay it; wait until durable."""
         await self.quiet()
         if self.phase is not Phase.OPEN:
             raise _gone(self.phase)
         try:
-            effects = self.room.apply_local(update)
+            effects = edit()
         except DocumentTooLarge:
             self.metrics.refusals.labels("document_bytes").inc()
             raise
-        await self._local(effects, author, sub, remote)
-
-    async def _local(
-        self, effects: Effects, author: str, sub: str | None, remote: str | None
-    ) -> None:
         cursor = self.append(effects.update, author) if effects.update is not None else None
         if cursor is not None and not self.exists:
             self._created(sub, remote, None)
