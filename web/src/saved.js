@@ -10,6 +10,7 @@
 //                   known), sent first on every connection. The server answers
 //                   with its generation, or closes with 4404 when g is another
 //                   one: the document was deleted since, so the copy must go.
+import * as bc from 'lib0/broadcastchannel'
 import * as decoding from 'lib0/decoding'
 import * as encoding from 'lib0/encoding'
 
@@ -95,7 +96,12 @@ export class SaveTracker {
     const channel = `${this.tabs}#${this.generation}`
     if (provider.bcChannel === channel) return
     const joined = provider.bcconnected
-    if (joined) provider.disconnectBc()
+    if (joined) {
+      // Not provider.disconnectBc(): it also tells the server our presence is gone,
+      // and the others would not see us again until our next awareness renewal.
+      bc.unsubscribe(provider.bcChannel, provider._bcSubscriber)
+      provider.bcconnected = false
+    }
     provider.bcChannel = channel
     if (joined) provider.connectBc() // else connect() joins it
   }
