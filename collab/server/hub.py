@@ -34,7 +34,7 @@ from .offload import Offload
 from .quotas import Quotas
 from .registry import Registry
 from .session import Peer, Session
-from .sockets import Gateway, SocketLimits, Sockets
+from .sockets import Gateway, SocketLimits, Sockets, deflater
 
 __all__ = ["DocSummary", "Hub"]
 
@@ -161,6 +161,8 @@ class Hub:
             StoreUnavailable: the store cannot be reached.
         """
         self.lag.start()
+        self.registry.crdt.start()  # threads started now, not when the loop is busy
+        deflater()
         start = getattr(self.store, "start", None)
         if start is not None:
             await start()

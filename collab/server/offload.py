@@ -26,6 +26,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from ..pools import started_pool
+
 __all__ = ["HEAVY_BYTES", "SLOW_SECONDS", "Offload", "log_slow"]
 
 HEAVY_BYTES = 1 << 20  # inputs this large run in the CRDT thread
@@ -54,9 +56,13 @@ class Offload:
         """``fn(*args)`` in the thread, whatever its size (pure work: diffs, fork edits)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor(), fn, *args)
 
+    def start(self) -> None:
+        """Start the thread now (else at the first heavy job)."""
+        self._executor()
+
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.thread)
+            self._pool = started_pool(1, self.thread)
         return self._pool
 
     async def run(self, name: str, what: str, size: int, fn: Callable[[], T]) -> T:

@@ -60,6 +60,7 @@ from ..core.errors import (
     Unauthorized,
     UnsupportedData,
 )
+from ..pools import started_pool
 from .frames import (
     COMPRESS_MIN_BYTES,
     binary_frame,
@@ -80,7 +81,7 @@ STREAM_CHUNK_BYTES = 256 << 10
 THREAD_MIN_BYTES = 256 << 10  # messages above this are compressed in a thread
 
 # One thread compresses large messages (zlib releases the GIL): the loop goes on.
-_deflater = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="collab-deflate")
+_deflater: concurrent.futures.ThreadPoolExecutor | None = None
 # Compressions in flight, by (message id, window bits): each runs once for every socket.
 _jobs: dict[tuple[int, int], asyncio.Future[bytes]] = {}
 
@@ -447,7 +448,7 @@ class WebSocket(asyncio.Protocol):
         job = _jobs.get(key)
         if job is None:
             loop = asyncio.get_running_loop()
-            job = _jobs[key] = loop.run_in_executor(_deflater, deflated_frame, data, self.deflate)
+            job = _jobs[key] = loop.run_in_executor(deflater(), deflated_frame, data, self.deflate)
             job.add_done_callback(functools.partial(_forget, key))
         job.add_done_callback(functools.partial(self._compressed, data))
 
@@ -560,6 +561,15 @@ class WebSocket(asyncio.Protocol):
 
     def __repr__(self) -> str:
         return f"<WebSocket {self._who()} {self._room_name()!r}>"
+
+
+def deflater() -> concurrent.futures.ThreadPoolExecutor:
+    """The thread that compresses large messages (started at the first call; the hub
+    calls it when it starts, before any heavy work could delay a thread's start)."""
+    global _deflater
+    if _deflater is None:
+        _deflater = started_pool(1, "collab-deflate")
+    return _deflater
 
 
 def _forget(key: tuple[int, int], _job: asyncio.Future[bytes]) -> None:

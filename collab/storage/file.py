@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core import names
+from ..pools import started_pool
 from . import probe
 from . import records as fmt
 from .base import DocInfo, FsyncPolicy, Presence, StoreLocked
@@ -221,7 +222,7 @@ class FileStore:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking ``fn(*args)`` in the store's threads."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="collab-store")
+            self._pool = started_pool(4, "collab-store")
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def created(self) -> int:

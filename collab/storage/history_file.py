@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core import names
+from ..pools import started_pool
 from ..core.history import VersionMeta
 from . import history_format as fmt
 from .disk import fsync_dir, write_new
@@ -65,7 +66,7 @@ class FileHistory:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collab-history")
+            self._pool = started_pool(1, "collab-history")
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     # -- the HistoryStore protocol -----------------------------------------------
