@@ -31,7 +31,7 @@ from .jsclient import JsPeers
 from .server import ServerProcess
 from .throttle import Throttle
 from .wait import eventually
-from .wire import client_frame, parse_frames
+from .wire import client_frame, parse_frames, raw_connect
 
 RATE = 1.5e6  # bytes per second each way: 33 s for the plain step 2, ~14 s compressed
 
@@ -259,3 +259,89 @@ async def test_a_large_relay_is_compressed_once_for_every_peer(
     finally:
         for sock, _ in peers:
             sock.close()
+
+
+def _incompressible_text(size: int, seed: int) -> str:
+    import base64
+    import random
+
+    return base64.b64encode(random.Random(seed).randbytes(size * 3 // 4)).decode()
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+async def test_a_large_frame_and_the_one_behind_it_are_taken_in_order(
+    port, hub, compressed: bool
+) -> None:
+    """A frame over LARGE_FRAME_BYTES is unmasked (and inflated) in a thread while reading
+    pauses: the small update sent right behind it, in the same write, comes after it."""
+    from pycrdt import Doc, Text
+
+    from collab.server.sockets import LARGE_FRAME_BYTES
+
+    name = f"large-{int(compressed)}"
+    reader = await raw_connect(port, f"/ws/{name}", rcvbuf=1 << 20)
+    sock, _ = await _deflate_connect(port, f"/ws/{name}")
+    loop = asyncio.get_running_loop()
+    try:
+        await eventually(
+            lambda: hub.document(name) is not None and len(hub.document(name).sessions) == 2
+        )
+        doc: Doc[Any] = Doc()
+        text = doc.get("content", type=Text)
+        text.insert(0, _incompressible_text(2_000_000, 7))
+        big = protocol.encode(Update(doc.get_update()))
+        before = doc.get_state()
+        text.insert(len(str(text)), "tail")
+        small = protocol.encode(Update(doc.get_update(before)))
+        frame = _compressed_frame(big) if compressed else client_frame(0x82, big)
+        assert len(frame) > LARGE_FRAME_BYTES
+        await loop.sock_sendall(sock, frame + client_frame(0x82, small))
+        await eventually(lambda: hub.document(name).room.text == str(text))
+        data = b""
+        for _ in range(1000):  # bounded: until both relays arrived
+            frames, _ = parse_frames(data.partition(b"\r\n\r\n")[2])
+            relayed = [
+                "big" if len(payload) > len(big) // 2 else "tail"
+                for _, payload in frames
+                if len(payload) > len(big) // 2 or b"tail" in payload
+            ]
+            if len(relayed) == 2:
+                break
+            data += await asyncio.wait_for(loop.sock_recv(reader, 1 << 20), 10)
+        assert relayed == ["big", "tail"]
+    finally:
+        sock.close()
+        reader.close()
+
+
+@pytest.mark.parametrize(
+    "payload, code",
+    [
+        (b"", 1009),  # incompressible bytes, then zeros inflating past the 64 MiB bound
+        (b"garbage", 1002),  # not a deflate stream
+    ],
+)
+async def test_a_large_compressed_frame_that_will_not_inflate_is_refused(
+    port, hub, payload: bytes, code: int
+) -> None:
+    import random
+
+    from collab.server.sockets import LARGE_FRAME_BYTES
+
+    noise = random.Random(code).randbytes(LARGE_FRAME_BYTES + 100_000)
+    body = noise if payload else _deflate(noise + bytes(80 << 20))
+    frame = client_frame(0xC2, body)
+    honest_sock, _ = await _deflate_connect(port, "/ws/large-bad")
+    sock, first = await _deflate_connect(port, "/ws/large-bad")
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_sendall(sock, frame)
+        frames = await _frames_until_close(sock, first)
+        assert struct.unpack("!H", frames[-1][1][:2])[0] == code
+        step1 = client_frame(0x82, protocol.encode(SyncStep1(b"\x00")))
+        await loop.sock_sendall(honest_sock, step1)
+        await eventually(lambda: hub.document("large-bad") is not None)
+        assert len(hub.document("large-bad").sessions) == 1
+    finally:
+        sock.close()
+        honest_sock.close()

@@ -13,6 +13,8 @@ import os
 import socket
 import struct
 
+from websockets.utils import apply_mask
+
 __all__ = ["client_frame", "parse_frames", "raw_connect", "read_frames", "upgrade_request"]
 
 
@@ -89,4 +91,4 @@ def client_frame(first_byte: int, payload: bytes, masked: bool = True) -> bytes:
     if not masked:
         return head + payload
     mask = b"\x01\x02\x03\x04"
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + apply_mask(payload, mask)

@@ -79,6 +79,12 @@ class UnsupportedData(CollabError):
     close_code, http_status = 1003, 400
 
 
+class BadFrame(CollabError):
+    """A frame the WebSocket protocol refuses (as websockets does: 1002)."""
+
+    close_code, http_status = 1002, 400
+
+
 class ProtocolError(CollabError):
     close_code, http_status = 1007, 400
 

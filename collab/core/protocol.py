@@ -179,7 +179,8 @@ def encode(message: Message) -> bytes:
     """Return the wire bytes of one message."""
     match message:
         case SyncStep1(state_vector=data) | SyncStep2(update=data) | Update(update=data):
-            return _SYNC_PREFIX[type(message)] + _varbytes(data)
+            # one copy of ``data`` (a step 2 can be many MB)
+            return b"".join((_SYNC_PREFIX[type(message)], encode_varuint(len(data)), data))
         case AwarenessUpdate(payload):
             return bytes([MessageType.AWARENESS]) + _varbytes(payload)
         case Auth(reason):

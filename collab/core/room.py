@@ -141,14 +141,20 @@ class Room:
 
     # -- loading ------------------------------------------------------------
 
-    def restore(self, updates: Iterable[bytes]) -> None:
-        """Apply stored updates (not logged again, not relayed); never refused."""
+    def restore(self, updates: Iterable[bytes], snapshot: bytes | None = None) -> None:
+        """Apply stored updates (not logged again, not relayed); never refused.
+
+        ``snapshot``: the only update, a whole encoded document (a store's
+        snapshot with nothing logged after it). It is kept as a fresh client's
+        step 2 until the document changes: no encoding of it at the first join.
+        """
         self.doc.unobserve(self._subscription)  # nothing to log: skip encoding each batch
         try:
             size = _apply_all(self.doc, updates)
         finally:
             self._subscription = self.doc.observe(self._on_transaction)
         self._changes.clear()
+        self._full_step2 = protocol.encode(SyncStep2(snapshot)) if snapshot else None
         self.budget.grow(size)  # what is stored bounds the state: measured when it matters
 
     def apply_remote(self, update: bytes) -> Effects:

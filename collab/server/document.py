@@ -138,13 +138,17 @@ class Document:
             return
         self.crdt = crdt
         size = sum(len(update) for update in loaded.updates)
-        await crdt.run(self.name, "load", size, lambda: self.room.restore(loaded.updates))
+        await crdt.run(self.name, "load", size, lambda: self._restore(loaded))
         self._opened(loaded)
 
     def restore(self, loaded: Loaded) -> None:
         """Apply what the store had, on the loop; the document is open from now on."""
-        self.room.restore(loaded.updates)
+        self._restore(loaded)
         self._opened(loaded)
+
+    def _restore(self, loaded: Loaded) -> None:
+        whole = loaded.state if not loaded.records else None  # a snapshot alone: keep it
+        self.room.restore(loaded.updates, snapshot=whole)
 
     def _opened(self, loaded: Loaded) -> None:
         self.room.generation = loaded.generation  # "": the store keeps none

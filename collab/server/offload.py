@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ..pools import started_pool
+from ..storage.pools import started_pool
 
 __all__ = ["HEAVY_BYTES", "SLOW_SECONDS", "Offload", "log_slow"]
 

@@ -37,8 +37,10 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from websockets.exceptions import PayloadTooBig
+from websockets.exceptions import ProtocolError as WireProtocolError
 from websockets.extensions.base import Extension
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
@@ -53,14 +55,16 @@ from ..core import limits, protocol
 from ..core.auth import Permission
 from ..core.config import Config
 from ..core.errors import (
+    BadFrame,
     CollabError,
     Forbidden,
+    MessageTooBig,
     PolicyViolation,
     SlowConsumer,
     Unauthorized,
     UnsupportedData,
 )
-from ..pools import started_pool
+from ..storage.pools import started_pool
 from .frames import (
     COMPRESS_MIN_BYTES,
     binary_frame,
@@ -79,6 +83,7 @@ _PING = b"\x89\x00"  # an empty ping frame
 STREAM_MIN_BYTES = 1 << 20  # frames above this are written piecewise as the socket drains
 STREAM_CHUNK_BYTES = 256 << 10
 THREAD_MIN_BYTES = 256 << 10  # messages above this are compressed in a thread
+LARGE_FRAME_BYTES = 1 << 20  # frames from a client above this are unmasked and inflated there too
 
 # One thread compresses large messages (zlib releases the GIL): the loop goes on.
 _deflater: concurrent.futures.ThreadPoolExecutor | None = None
@@ -149,6 +154,7 @@ class WebSocket(asyncio.Protocol):
         "_expiry",
         "_fragments",
         "_held",
+        "_large",
         "_messages",
         "_on_lost",
         "_rx",
@@ -195,6 +201,7 @@ class WebSocket(asyncio.Protocol):
         self._stream: memoryview | None = None  # the rest of a large frame being written
         self._rx = b""  # the start of a frame not yet whole (``data_received``)
         self._slow = 0  # bytes websockets' parser is owed of its frame; < 0: all from now
+        self._large: _LargeFrame | None = None  # a large frame from the client, being read
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.outbox: limits.Outbox | None = None
@@ -236,8 +243,8 @@ class WebSocket(asyncio.Protocol):
         self.gateway.sockets.add(self)  # pinged from now on, while its answers are read
         if early:
             self.data_received(early)  # frames are ignored if refused, but parsed
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        if self.transport is not None and not self.transport.is_closing() and self._large is None:
+            self.transport.resume_reading()  # (else once the large frame is opened)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -284,6 +291,17 @@ class WebSocket(asyncio.Protocol):
         pos, end = 0, len(data)
         wire = self.wire
         while pos < end:
+            large = self._large
+            if large is not None:  # the payload of a large frame: kept for the thread
+                n = min(large.owed, end - pos)
+                large.parts.append(data[pos : pos + n] if pos or n < end else data)
+                large.owed -= n
+                pos += n
+                if not large.owed:
+                    self._rx = data[pos:]  # read once the frame is opened
+                    self._open_large(large)
+                    return
+                continue
             owed = self._slow
             if owed:
                 n = end - pos if owed < 0 else min(owed, end - pos)
@@ -313,6 +331,16 @@ class WebSocket(asyncio.Protocol):
                 self._slow = -1  # websockets refuses it (1002, 1009) or is closing
                 continue
             if first != 0x82 or head == 14 or wire.current_size is not None:
+                if head == 14 and size >= LARGE_FRAME_BYTES and wire.current_size is None and (
+                    first == 0x82 or (first == 0xC2 and self.deflate)
+                ):
+                    if end - pos < head:
+                        self._rx = data[pos:]
+                        return
+                    mask = data[pos + head - 4 : pos + head]
+                    self._large = _LargeFrame(first == 0xC2, mask, size)
+                    pos += head
+                    continue
                 self._slow = head + size  # one frame for websockets
                 continue
             total = head + size
@@ -324,6 +352,45 @@ class WebSocket(asyncio.Protocol):
             self._message(message)
             if self.transport is None:
                 return
+
+    def _open_large(self, large: _LargeFrame) -> None:
+        """Unmask (and inflate) a large binary frame in a thread; read on once it is done.
+
+        A message of many MB costs tens of ms to unmask and inflate: done here it
+        would hold every room. Reading pauses meanwhile, so what follows stays in order.
+        """
+        assert self.transport is not None
+        self.transport.pause_reading()
+        inflater = None
+        if large.compressed:
+            inflater = next(e for e in self.wire.extensions if isinstance(e, PerMessageDeflate))
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(
+            deflater(), _opened_frame, large.parts, large.mask, inflater, self.wire.max_message_size
+        )
+        large.parts = []
+        job.add_done_callback(self._large_opened)
+
+    def _large_opened(self, job: asyncio.Future[bytes]) -> None:
+        self._large = None
+        if self.transport is None:
+            return  # gone meanwhile
+        try:
+            message = job.result()
+        except PayloadTooBig:
+            self.refuse(MessageTooBig("message too big"))
+        except WireProtocolError:
+            self.refuse(BadFrame("decompression failed"))
+        except Exception:
+            log.exception("opening a large frame failed")
+            self.refuse(CollabError("internal error"))
+        else:
+            if self.wire.state is OPEN:
+                self._message(message)
+        if self.transport is not None:
+            self.transport.resume_reading()
+            if self._rx:
+                self.data_received(b"")
 
     def _feed(self, data: bytes) -> None:
         """Give ``data`` to websockets' parser; handle the frames it completes."""
@@ -561,6 +628,33 @@ class WebSocket(asyncio.Protocol):
 
     def __repr__(self) -> str:
         return f"<WebSocket {self._who()} {self._room_name()!r}>"
+
+
+@dataclass(slots=True)
+class _LargeFrame:
+    """A large binary frame from a client, read in pieces (``WebSocket.data_received``)."""
+
+    compressed: bool  # RSV1: permessage-deflate
+    mask: bytes
+    owed: int  # payload bytes still to come
+    parts: list[bytes] = field(default_factory=list)
+
+
+def _opened_frame(
+    parts: list[bytes], mask: bytes, inflater: PerMessageDeflate | None, max_size: int | None
+) -> bytes:
+    """The message in a large frame: unmasked, and inflated (at most ``max_size`` bytes).
+
+    Runs in the deflate thread (apply_mask and zlib release the GIL or are fast C).
+
+    Raises:
+        PayloadTooBig: inflated, it would pass ``max_size``; ProtocolError: bad deflate data.
+    """
+    data = apply_mask(b"".join(parts), mask)
+    if inflater is None:
+        return data
+    frame = inflater.decode(Frame(Opcode.BINARY, data, rsv1=True), max_size=max_size)
+    return bytes(frame.data)
 
 
 def deflater() -> concurrent.futures.ThreadPoolExecutor:

@@ -137,15 +137,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` (it must not exist) holding ``data``, fsynced."""
+def write_new(path: Path, data: bytes | Sequence[bytes]) -> None:
+    """Create ``path`` (it must not exist) holding ``data`` (or its pieces, in turn), fsynced."""
     with open(path, "xb") as f:
-        f.write(data)
+        if isinstance(data, bytes):
+            f.write(data)
+        else:
+            f.writelines(data)
         f.flush()
         os.fsync(f.fileno())
 
 
-def _replace(path: Path, data: bytes) -> None:
+def _replace(path: Path, data: bytes | Sequence[bytes]) -> None:
     """Replace ``path`` by ``data`` atomically: temp file, fsync, rename, fsync dir."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)  # left by a crash
@@ -316,7 +319,7 @@ class Directory:
         """Fsync log ``seq`` (``fd``), then write the snapshot naming it; drop older logs."""
         os.fsync(fd)  # it holds the only copy of records about to be removed with old logs
         stem = names.to_stem(name)
-        _replace(self.snap(stem), fmt.encode_snapshot(name, seq, state))
+        _replace(self.snap(stem), fmt.snapshot_parts(name, seq, state))
         try:
             self._remove_logs_below(stem, seq)
         except OSError:  # loading removes them; the snapshot is in place

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core import names
-from ..pools import started_pool
 from . import probe
 from . import records as fmt
 from .base import DocInfo, FsyncPolicy, Presence, StoreLocked
 from .disk import Directory, fsync_dir
 from .filelog import GROUP_COMMIT_WINDOW, FileCursor, FileLog
 from .generations import GenerationFiles, GenerationLog
+from .pools import started_pool
 
 __all__ = ["GROUP_COMMIT_WINDOW", "PROBE_INTERVAL", "FileCursor", "FileLog", "FileStore"]
 

@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core import names
-from ..pools import started_pool
 from ..core.history import VersionMeta
 from . import history_format as fmt
 from .disk import fsync_dir, write_new
+from .pools import started_pool
 
 __all__ = ["FileHistory"]
 

@@ -50,6 +50,7 @@ __all__ = [
     "encode_log_header",
     "encode_record",
     "encode_snapshot",
+    "snapshot_parts",
     "parse_log_header",
     "parse_records",
     "parse_snapshot",
@@ -138,7 +139,10 @@ def encode_record(record: Record, version: int = LOG_VERSION) -> bytes:
     if version == 1:
         return _frame(record.update)
     author = _author_bytes(record.author)
-    return _frame(_V2_HEAD.pack(record.time, len(author)) + author + record.update)
+    head = _V2_HEAD.pack(record.time, len(author)) + author
+    update = record.update  # copied once, into the frame (a record can be many MB)
+    crc = zlib.crc32(update, zlib.crc32(head))
+    return b"".join((_FRAME.pack(len(head) + len(update), crc), head, update))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -257,8 +261,15 @@ def parse_records(data: bytes, start: int, version: int) -> ParseResult:
 
 def encode_snapshot(name: str, log_seq: int, state: bytes) -> bytes:
     """A snapshot of ``name`` whose ``state`` covers every log before ``log_seq``."""
-    body = struct.pack("<Q", log_seq) + _u16_field(name, "name") + state
-    return MAGIC_SNAP + bytes([SNAP_VERSION]) + _frame(body)
+    return b"".join(snapshot_parts(name, log_seq, state))
+
+
+def snapshot_parts(name: str, log_seq: int, state: bytes) -> list[bytes]:
+    """``encode_snapshot``'s bytes in pieces, ``state`` not copied (write them in turn)."""
+    head = struct.pack("<Q", log_seq) + _u16_field(name, "name")
+    crc = zlib.crc32(state, zlib.crc32(head))
+    frame = _FRAME.pack(len(head) + len(state), crc)
+    return [MAGIC_SNAP + bytes([SNAP_VERSION]) + frame + head, state]
 
 
 def parse_snapshot_head(data: bytes) -> tuple[int, str]:
@@ -286,9 +297,9 @@ def parse_snapshot(data: bytes) -> Snapshot:
     if len(data) < _SNAP_BODY:
         raise Damaged("cut short")
     length, crc = _FRAME.unpack_from(data, 5)
-    body = data[_SNAP_BODY : _SNAP_BODY + length]
+    body = memoryview(data)[_SNAP_BODY : _SNAP_BODY + length]  # (a state can be many MB)
     if len(body) != length or zlib.crc32(body) != crc or length < _SNAP_HEAD.size:
         raise Damaged("checksum mismatch")
     log_seq, name_len = _SNAP_HEAD.unpack_from(body)
-    name = _name_at(body, _SNAP_HEAD.size, name_len)
-    return Snapshot(log_seq, name, body[_SNAP_HEAD.size + name_len :])
+    name = _name_at(bytes(body[_SNAP_HEAD.size : _SNAP_HEAD.size + name_len]), 0, name_len)
+    return Snapshot(log_seq, name, bytes(body[_SNAP_HEAD.size + name_len :]))
