@@ -72,6 +72,7 @@ bench: install-test $(VENV)/.installed-bench tests/bench/node_modules/.package-l
 	$(PY) tests/bench/run.py $(BENCH_ARGS)
 	$(PY) tests/bench/cluster.py $(CLUSTER_BENCH_ARGS)
 	$(PY) tests/bench/bigload.py $(BIGLOAD_ARGS)
+	$(PY) tests/bench/gil_probe.py
 
 # Cluster kill loop: SIGKILL collab processes (KILLS) and redis-server (REDIS_KILLS)
 # under a stream of unique tokens; fails if any token is lost or doubled.

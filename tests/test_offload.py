@@ -48,13 +48,13 @@ async def test_a_large_document_loads_off_the_loop_while_other_rooms_relay(
     held = {"threads": [], "timed_out": False}
     restore = Room.restore
 
-    def held_restore(room: Room, updates):  # the load waits until the test has seen a relay
+    def held_restore(room: Room, updates, snapshot=None):  # waits until the test saw a relay
         if room.name != "big":
-            return restore(room, updates)
+            return restore(room, updates, snapshot)
         held["threads"].append(threading.current_thread().name)
         started.set()
         held["timed_out"] = not release.wait(timeout=3)  # on the loop, nothing could release it
-        restore(room, updates)
+        restore(room, updates, snapshot)
 
     monkeypatch.setattr(Room, "restore", held_restore)
     hub.registry.crdt.slow_seconds = 0.0  # every load gets its log line
@@ -84,9 +84,9 @@ async def test_a_small_document_loads_on_the_loop(hub, store, monkeypatch):
     threads = []
     restore = Room.restore
 
-    def spy(room: Room, updates):
+    def spy(room: Room, updates, snapshot=None):
         threads.append(threading.current_thread().name)
-        restore(room, updates)
+        restore(room, updates, snapshot)
 
     monkeypatch.setattr(Room, "restore", spy)
     await hub.join("small", RecordingPeer())

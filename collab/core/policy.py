@@ -5,12 +5,24 @@ Rule: pure; no I/O, no clock (callers pass ``now``).
 
 from __future__ import annotations
 
-__all__ = ["backoff_delay", "debounce_delay", "should_compact"]
+__all__ = ["COMPACT_SHARE", "backoff_delay", "debounce_delay", "should_compact"]
 
 
-def should_compact(log_bytes: int, limit: int) -> bool:
-    """True once a document's log has grown past ``limit`` bytes."""
-    return log_bytes > limit
+# A log may grow to this share of the document's encoded size before a compaction.
+COMPACT_SHARE = 0.25
+
+
+def should_compact(log_bytes: int, limit: int, state_bytes: int = 0) -> bool:
+    """True once a document's log has grown past ``limit`` bytes and past a quarter
+    of the document's size (``state_bytes``: its last snapshot's).
+
+    A compaction encodes the whole document, which for a large one holds the
+    GIL for a tenth of a second or more (every room waits). Relative to its
+    size, a large document compacts as rarely per byte logged as a small one:
+    at most 1 + 1/COMPACT_SHARE bytes written per byte logged, and a load
+    replays at most a quarter of the state on top of the snapshot.
+    """
+    return log_bytes > max(limit, int(state_bytes * COMPACT_SHARE))
 
 
 def backoff_delay(attempt: int, base: float = 0.1, cap: float = 10.0) -> float:

@@ -113,6 +113,7 @@ class Document:
         self.sessions: dict[Peer, Session] = {}
         self.cursor: Cursor = None  # of the last record appended
         self.unsnapshotted = 0  # records since the last snapshot
+        self.snapshot_bytes = 0  # the size of the last snapshot (``policy.should_compact``)
         self.lock = asyncio.Lock()  # one compaction (or delete) at a time
         self.compacting: asyncio.Task[None] | None = None
         self._held: deque[_Held] = deque()
@@ -154,6 +155,7 @@ class Document:
         self.room.generation = loaded.generation  # "": the store keeps none
         self.cursor = loaded.cursor
         self.unsnapshotted = len(loaded.records)
+        self.snapshot_bytes = len(loaded.state or b"")
         self.exists = loaded.state is not None or bool(loaded.records)
         self.log.watch(self.backplane)
         if self.presence is not None:
@@ -502,7 +504,7 @@ class Document:
         if self.extensions.wants("on_change"):
             self.extensions.after("on_change", ChangeEvent(self.name, update, author, now))
         if self.compacting is None and policy.should_compact(
-            self.log.size, self.config.compact_bytes
+            self.log.size, self.config.compact_bytes, self.snapshot_bytes
         ):
             self.compacting = asyncio.get_running_loop().create_task(self.compact())
         return cursor
@@ -553,6 +555,7 @@ class Document:
                         time.perf_counter() - start
                     )
                 self.unsnapshotted -= count
+                self.snapshot_bytes = len(state)
                 if self.extensions.wants("on_stored"):
                     self.extensions.after("on_stored", StoredEvent(self.name, self.clock()))
         finally:

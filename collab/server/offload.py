@@ -11,10 +11,11 @@ Only work on a document nothing else can touch meanwhile goes to the thread
 (a document while it loads: every caller waits in ``Document.settled``); a
 pycrdt ``Doc`` is never used from two threads at once.
 
-pycrdt releases the GIL for part of its Rust work (``apply_update`` and
-``get_update`` of a 20 MB document let the loop thread run with gaps of a
-few ms), but not while a transaction commits with Python observers;
-``tests/bench`` and README "Large documents" have the figures.
+pycrdt holds the GIL for the whole of ``apply_update``, ``get_update`` and
+``merge_updates`` (``tests/bench/gil_probe.py``): the loop runs between the
+pycrdt calls of a heavy job, not during one, so another document waits for
+the longest single call instead of the whole job. README "Large documents"
+has the figures.
 """
 
 from __future__ import annotations

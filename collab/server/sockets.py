@@ -331,8 +331,11 @@ class WebSocket(asyncio.Protocol):
                 self._slow = -1  # websockets refuses it (1002, 1009) or is closing
                 continue
             if first != 0x82 or head == 14 or wire.current_size is not None:
-                if head == 14 and size >= LARGE_FRAME_BYTES and wire.current_size is None and (
-                    first == 0x82 or (first == 0xC2 and self.deflate)
+                if (
+                    head == 14
+                    and size >= LARGE_FRAME_BYTES
+                    and wire.current_size is None
+                    and (first == 0x82 or (first == 0xC2 and self.deflate))
                 ):
                     if end - pos < head:
                         self._rx = data[pos:]
