@@ -69,7 +69,7 @@ async def test_delete_closes_editors_with_4404_and_removes_the_document(api, ws_
     assert "doomed" not in [d["name"] for d in docs]
 
 
-@pytest.mark.parametrize("name", ["a\x01b", "x" * 201, "\x7f"])
+@pytest.mark.parametrize("name", ["a\x01b", "x" * 201, "\x7f", "a\x85b"])
 async def test_invalid_names_are_400(api, name):
     response = await api("GET", f"/api/docs/{quote(name, safe='')}/text")
     assert response.code == 400
