@@ -110,6 +110,20 @@ def test_outbox_merges_before_refusing_and_refuses_past_its_bound() -> None:
     assert not all(big.put(protocol.encode(Update(u))) for u in noise)  # 3 KB can't shrink
 
 
+def test_outbox_holds_one_message_larger_than_its_bound_and_the_bound_beyond_it() -> None:
+    pasted: Doc = Doc(client_id=5000)
+    pasted.get("content", type=Text).insert(
+        0, "".join(random.choices(string.ascii_letters, k=5000))
+    )
+    paste = pasted.get_update()
+    outbox = Outbox(bound=2000)
+    assert outbox.put(protocol.encode(Update(paste)))  # 5 KB: a paste the document took
+    _, typing = typed_updates("y" * 40)
+    assert all(outbox.put(protocol.encode(Update(u))) for u in typing)  # and what follows
+    _, noise = typed_updates("".join(random.choices(string.ascii_letters, k=3000)), 8)
+    assert not all(outbox.put(protocol.encode(Update(u))) for u in noise)  # 3 KB more: no
+
+
 # -- a live server -------------------------------------------------------------------------
 
 

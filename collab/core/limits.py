@@ -277,31 +277,36 @@ def coalesce(frames: list[bytes]) -> list[bytes]:
 
 
 class Outbox:
-    """Frames waiting for a slow reader, at most ``bound`` bytes once merged."""
+    """Frames waiting for a slow reader: once merged, at most ``bound`` bytes beyond the
+    largest frame put (one message larger than the bound, a large paste or a step 2
+    the document admitted, is held whole rather than closing the reader)."""
 
-    __slots__ = ("bound", "frames", "merged", "size")
+    __slots__ = ("bound", "frames", "largest", "merged", "size")
 
     def __init__(self, bound: int) -> None:
         self.bound = bound
         self.frames: list[bytes] = []
         self.size = 0
         self.merged = 0  # ``size`` right after the last merge
+        self.largest = 0
 
     def put(self, frame: bytes) -> bool:
-        """Queue ``frame``; False when even merged the waiting frames pass ``bound``.
+        """Queue ``frame``; False when even merged the waiting frames pass the bound.
 
         Merging runs each time the queue has doubled since the last merge, so
         its cost stays proportional to what arrives.
         """
         self.frames.append(frame)
         self.size += len(frame)
-        if self.size > max(self.bound, 2 * self.merged):
+        self.largest = max(self.largest, len(frame))
+        limit = self.bound + self.largest
+        if self.size > max(limit, 2 * self.merged):
             self.frames = coalesce(self.frames)
             self.size = self.merged = sum(map(len, self.frames))
-        return self.size <= self.bound
+        return self.size <= limit
 
     def take(self) -> list[bytes]:
         """Everything waiting, merged, and an empty queue."""
         frames = coalesce(self.frames) if len(self.frames) > 1 else self.frames
-        self.frames, self.size, self.merged = [], 0, 0
+        self.frames, self.size, self.merged, self.largest = [], 0, 0, 0
         return frames
