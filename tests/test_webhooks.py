@@ -240,7 +240,8 @@ async def test_a_deleted_document_gets_no_change_after_document_deleted(
     await client.close()
     await hub.close(timeout=1)  # anything pending would go out now
     types = [d.type for d in receiver.deliveries if d.event["data"]["name"] == "gone"]
-    assert "document.changed" not in types
+    # (a loaded machine may pass the debounce before the DELETE: a change before it is fine)
+    assert "document.changed" not in types[types.index("document.deleted") :]
     assert types.index("document.created") < types.index("document.deleted")
 
 
