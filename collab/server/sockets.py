@@ -243,8 +243,9 @@ class WebSocket(asyncio.Protocol):
         self.gateway.sockets.add(self)  # pinged from now on, while its answers are read
         if early:
             self.data_received(early)  # frames are ignored if refused, but parsed
-        if self.transport is not None and not self.transport.is_closing() and self._large is None:
-            self.transport.resume_reading()  # (else once the large frame is opened)
+        opening = self._large is not None and self._large.opening  # reads on once it is opened
+        if self.transport is not None and not self.transport.is_closing() and not opening:
+            self.transport.resume_reading()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -364,6 +365,7 @@ class WebSocket(asyncio.Protocol):
         """
         assert self.transport is not None
         self.transport.pause_reading()
+        large.opening = True
         inflater = None
         if large.compressed:
             inflater = next(e for e in self.wire.extensions if isinstance(e, PerMessageDeflate))
@@ -641,6 +643,7 @@ class _LargeFrame:
     mask: bytes
     owed: int  # payload bytes still to come
     parts: list[bytes] = field(default_factory=list)
+    opening: bool = False  # whole: being unmasked and inflated in the thread
 
 
 def _opened_frame(
