@@ -10,17 +10,19 @@ import asyncio
 import random
 from typing import Protocol
 
-from pycrdt import Doc, Text
+from pycrdt import Doc, Text, XmlElement, XmlFragment, XmlText
 
 from collab.core.protocol import encode_varuint as _varuint
 
 __all__ = [
+    "client_blocks",
     "end_appends",
     "random_edits",
     "state_vector",
     "text_of",
     "typed_updates",
     "valid_update",
+    "xml_end_appends",
 ]
 
 
@@ -129,3 +131,60 @@ async def random_edits(client: Editor, seed: int, ops: int, label: str, pace: fl
         # Pacing, not a wait: yield so other clients' updates land between edits.
         await asyncio.sleep(pace)
     return len(client.received) - received
+
+
+def xml_end_appends(
+    chunks: list[str], client_id: int, root: str = "prosemirror"
+) -> tuple[bytes, list[bytes]]:
+    """A paragraph in the ``root`` Y.XmlFragment, then ``chunks`` typed at its end.
+
+    Returns the update creating ``<paragraph>`` with an empty Y.XmlText in it
+    (made by pycrdt, as y-prosemirror would make it) and one update per chunk,
+    encoded as ``end_appends`` encodes them: the first names the XmlText's item
+    as its parent, every later one has the client's previous character as its
+    left origin.
+    """
+    doc: Doc = Doc(client_id=client_id)
+    doc.get(root, type=XmlFragment).children.append(XmlElement("paragraph", contents=[XmlText()]))
+    head = doc.get_update()
+    clock = state_vector(doc)[client_id]
+    parent = (client_id, clock - 1)  # the XmlText is the last item the paragraph created
+    updates = []
+    for chunk in chunks:
+        data = chunk.encode()
+        update = _varuint(1) + _varuint(1) + _varuint(client_id) + _varuint(clock)
+        if clock == parent[1] + 1:
+            update += b"\x04" + _varuint(0) + _varuint(parent[0]) + _varuint(parent[1])
+        else:
+            update += b"\x84" + _varuint(client_id) + _varuint(clock - 1)
+        updates.append(update + _varuint(len(data)) + data + b"\x00")
+        clock += len(chunk.encode("utf-16-le")) // 2
+    return head, updates
+
+
+def client_blocks(doc: Doc, client_id: int) -> int:
+    """How many blocks (structs) ``doc`` keeps for ``client_id``, the highest client id in it.
+
+    yrs merges a client's consecutive characters into one block, and encodes
+    each block as one struct, highest client first (lib0 v1: ``clients
+    (structs client clock struct*)*``); reading the first group's header needs
+    no decoding of the structs themselves.
+    """
+    data = doc.get_update()
+    pos = 0
+
+    def varuint() -> int:
+        nonlocal pos
+        n = shift = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            n |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return n
+
+    varuint()  # how many clients
+    structs, client = varuint(), varuint()
+    assert client == client_id, f"{client_id} is not the highest client id in the document"
+    return structs

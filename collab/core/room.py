@@ -22,7 +22,17 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycrdt import Doc, Text, TextEvent, TransactionEvent, merge_updates
+from pycrdt import (
+    Doc,
+    Subscription,
+    Text,
+    TextEvent,
+    TransactionEvent,
+    XmlEvent,
+    XmlFragment,
+    XmlText,
+    merge_updates,
+)
 
 from . import awareness, protocol
 from .awareness import Awareness
@@ -69,6 +79,8 @@ class Effects:
 _EMPTY_STATE = b"\x00"  # the state vector of a document with nothing in it
 _EMPTY_UPDATE = b"\x00\x00"  # no structs, no deletions
 _BREAK = "~"  # one ASCII character (pycrdt indices are UTF-8 bytes), deleted at once
+# Where a run ends: a text, a byte offset in it and the formatting there (None: none).
+_Place = tuple[Text | XmlText, int, dict[str, Any] | None]
 
 
 def _apply_all(doc: Doc[Any], updates: Iterable[bytes]) -> int:
@@ -332,42 +344,73 @@ class Room:
             return Effects(update=merge_updates(change, breaker), relay=relay)
         return Effects(update=change, relay=relay or [protocol.encode(Update(change))])
 
-    def _run_end(self) -> Callable[[], int | None]:
-        """Watch ``content`` during one apply; the returned call says where its insert ended."""
-        text = self._content()
-        if text is None:
-            return lambda: None
-        ends: list[int] = []
+    def _run_end(self) -> Callable[[], _Place | None]:
+        """Watch the texts a run grows in during one apply; the returned call says where
+        its insert ended: ``content``, and every Y.XmlText under a root Y.XmlFragment
+        (ProseMirror's and Tiptap's paragraphs)."""
+        ends: list[_Place] = []
 
-        def on_change(event: TextEvent) -> None:
+        def note(target: Text | XmlText, delta: list[dict[str, Any]]) -> None:
             position = 0
-            delta: list[dict[str, Any]] = event.delta  # type: ignore[attr-defined]
             for op in delta:
                 if "retain" in op:
                     position += op["retain"]
                 elif "insert" in op:
                     inserted = op["insert"]
                     position += len(inserted.encode()) if isinstance(inserted, str) else 1
-                    ends.append(position)
+                    ends.append((target, position, op.get("attributes")))
 
-        subscription = text.observe(on_change)
+        def on_xml(events: list[XmlEvent]) -> None:
+            for event in events:
+                target = event.target  # type: ignore[attr-defined]
+                if isinstance(target, XmlText):  # an element's children are not a run
+                    note(target, event.delta)  # type: ignore[attr-defined]
 
-        def end() -> int | None:
-            text.unobserve(subscription)
+        watched: list[tuple[Text | XmlFragment, Subscription]] = []
+        text = self._content()
+        if text is not None:
+            content = text
+
+            def on_text(event: TextEvent) -> None:
+                note(content, event.delta)  # type: ignore[attr-defined]
+
+            watched.append((text, text.observe(on_text)))
+        for fragment in self._fragments():
+            watched.append((fragment, fragment.observe_deep(on_xml)))  # type: ignore[arg-type]
+
+        def end() -> _Place | None:
+            for shared, subscription in watched:
+                shared.unobserve(subscription)
             return ends[-1] if ends else None
 
         return end
 
-    def _break_run(self, end: int) -> bytes | None:
-        """Insert and delete one character at byte ``end`` of ``content``: the tombstone
-        after a long run, so the next character starts a new block. Returns its update."""
-        text = self._content()
-        if text is None:
-            return None
+    def _break_run(self, place: _Place) -> bytes | None:
+        """Insert and delete one character where ``place`` says: the tombstone after a
+        long run, so the next character starts a new block. Returns its update.
+
+        The character takes the run's formatting (a bold run in a rich text): a plain
+        one would go after the run's closing format mark, not next to its end.
+        """
+        text, end, formatting = place
         with self.doc.transaction():
-            text.insert(end, _BREAK)
+            text.insert(end, _BREAK, formatting)
             del text[end : end + len(_BREAK)]
         return self._take_change()
+
+    def _fragments(self) -> list[XmlFragment]:
+        """The root types other than ``content`` that are, or may be, Y.XmlFragments.
+
+        A root that came in an update has no type until it is read as one; reading
+        it as a fragment changes nothing in the document (roots are named, not
+        typed, in updates), and a fragment's own children are never a run.
+        """
+        names = [
+            name
+            for name, root in self.doc.items()
+            if name != TEXT_NAME and (root is None or isinstance(root, XmlFragment))
+        ]
+        return [self.doc.get(name, type=XmlFragment) for name in names]
 
     def _content(self) -> Text | None:
         try:

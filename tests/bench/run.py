@@ -33,6 +33,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import history_bench
+import xml_append
 from peers import GEN_CORE, HERE, NODE, PEERS, ROOT, Server, spawn, stop_all, terminate
 
 TRACE = ROOT.parent / "shared" / "data" / "automerge-paper.ascii.json.gz"
@@ -361,6 +362,9 @@ NOTES["append"] = (
     "last/first = flatness (target ≤ 1.5x).\npaste = a new writer pastes the chars as one insert "
     "(paste ms = server CPU for it), then appends\nkeystrokes after it (µs/key, median slice)."
 )
+
+
+SCENARIOS.append("xmlappend")  # in this process, no server (xml_append.py)
 
 
 def append(server: Server, q: bool, workdir: Path) -> Json:
@@ -801,6 +805,10 @@ def render(results: Json, peers: list[str]) -> str:
         out.append(_bigdocs_table(results, peers))
     if "append" in results:
         out.append(_append_tables(results, peers))
+    if "xmlappend" in results:
+        head, rows, note = xml_append.render(results["xmlappend"])
+        title = "(h) xmlappend: one writer appending at the end of a ProseMirror paragraph"
+        out.append(table(title, head, rows, note))
     return "\n".join(out)
 
 
@@ -985,6 +993,12 @@ def run_all(scenarios: list[str], peers: list[str], q: bool, workdir: Path, resu
         document = results["document"] = build_document(q, workdir)
         runs["largedoc"] = lambda s, q_, w: largedoc(s, q_, w, document)
     for scenario in scenarios:
+        if scenario == "xmlappend":  # the room alone, in this process
+            print("xmlappend: room ...", end=" ", flush=True)
+            t0 = time.monotonic()
+            results["xmlappend"] = xml_append.run(q)
+            print(f"{time.monotonic() - t0:.0f} s", flush=True)
+            continue
         if scenario == "history":  # the server is started by the scenario, on its data
             results["history"] = {}
             for key in [k for k in peers if PEERS[k].kind == "collab" and PEERS[k].persistent]:
