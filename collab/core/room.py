@@ -36,8 +36,9 @@ from pycrdt import (
 
 from . import awareness, protocol
 from .awareness import Awareness
-from .errors import BadUpdate, DocumentDeleted, ProtocolError
+from .errors import BadUpdate, CollabError, DocumentDeleted, ProtocolError
 from .limits import StateBudget, update_cost
+from .pieces import Pieces, split_update
 from .protocol import (
     Auth,
     AwarenessUpdate,
@@ -54,6 +55,7 @@ from .textdiff import text_edits, utf8_splices
 __all__ = ["RESTORE_BATCH", "RUN_BOUND", "TEXT_NAME", "Effects", "Room"]
 
 TEXT_NAME = "content"
+PIECE_BYTES = 1 << 20  # updates larger than this are applied in pieces (``pieces``)
 RUN_BOUND = 2048  # bytes a typing run may grow to before the room breaks it (``runs``)
 RESTORE_BATCH = 256  # updates applied per transaction when loading (one commit is O(block))
 
@@ -68,12 +70,16 @@ class Effects:
         relay: frames for every other peer.
         foreign: awareness entries dropped for naming a client id another peer
             owns (worth a log line or a metric; the connection may stay open).
+        refused: the rest of the message was refused after ``update`` had
+            been applied (a large update applied in pieces): store and relay
+            ``update`` as usual, then close the sender with this error.
     """
 
     reply: list[bytes] = field(default_factory=list)
     update: bytes | None = None
     relay: list[bytes] = field(default_factory=list)
     foreign: int = 0
+    refused: CollabError | None = None
 
 
 _EMPTY_STATE = b"\x00"  # the state vector of a document with nothing in it
@@ -87,13 +93,26 @@ def _apply_all(doc: Doc[Any], updates: Iterable[bytes]) -> int:
     """Apply ``updates`` in transactions of ``RESTORE_BATCH``; return their total size.
 
     One transaction for everything would be quadratic in a long run (yrs squashes
-    the accumulated blocks right to left); one per update is slow too.
+    the accumulated blocks right to left); one per update is slow too. A large
+    update (a snapshot) goes in piece by piece, each in a transaction of its own,
+    so that other threads run between the pieces.
     """
     size = count = 0
     batch = doc.transaction()
     batch.__enter__()
     try:
         for update in updates:
+            pieces = None
+            if len(update) > PIECE_BYTES:
+                pieces = split_update(update, PIECE_BYTES, doc.get_state())
+            if pieces is not None:
+                batch.__exit__(None, None, None)
+                for piece in pieces.parts:
+                    doc.apply_update(piece)
+                size += len(update)
+                batch = doc.transaction()
+                batch.__enter__()
+                continue
             doc.apply_update(update)
             size += len(update)
             count += 1
@@ -325,6 +344,11 @@ class Room:
         if check and update != _EMPTY_UPDATE:  # a client's step 2 with nothing new
             self.budget.admit(cost, self._measure)
         run_end = self._run_end() if runs and self.runs.should_break(update) else None
+        pieces = None
+        if len(update) > PIECE_BYTES and run_end is None:
+            pieces = split_update(update, PIECE_BYTES, self.doc.get_state())
+        if pieces is not None:
+            return self._apply_pieces(update, frame, pieces, cost)
         try:
             self.doc.apply_update(update)
         except ValueError as exc:
@@ -343,6 +367,38 @@ class Room:
             ]
             return Effects(update=merge_updates(change, breaker), relay=relay)
         return Effects(update=change, relay=relay or [protocol.encode(Update(change))])
+
+    def _apply_pieces(
+        self, update: bytes, frame: bytes | None, pieces: Pieces, cost: int
+    ) -> Effects:
+        """Apply a large update piece by piece (pycrdt holds the GIL for one whole
+        apply: between pieces, other threads run). Same effects as one apply.
+
+        If a piece is refused after others went in, what went in is the change
+        (stored and relayed) and ``refused`` says why the sender is closed.
+        """
+        refused = None
+        for index, piece in enumerate(pieces.parts):
+            try:
+                self.doc.apply_update(piece)
+            except ValueError as exc:
+                refused = BadUpdate(f"invalid Yjs update: {exc}")
+                if index == 0:
+                    self._changes.clear()
+                    raise refused from None
+                break
+        if refused is None and pieces.new and self._changes:
+            self._changes.clear()  # all of it was new: the update itself is the change
+            change: bytes | None = update
+        else:
+            change = self._take_change()
+        if change is None:
+            return Effects(refused=refused)
+        self.budget.grow(cost)
+        relay = [frame] if frame is not None and change is update else None  # as received
+        return Effects(
+            update=change, relay=relay or [protocol.encode(Update(change))], refused=refused
+        )
 
     def _run_end(self) -> Callable[[], _Place | None]:
         """Watch the texts a run grows in during one apply; the returned call says where

@@ -268,6 +268,8 @@ class Document:
             if not self.exists:
                 self._created(session.permission.user, session.remote, session.id)
         self._carry_out(session.peer, cursor, effects)
+        if effects.refused is not None:  # what went in is stored and relayed; the rest not
+            raise effects.refused
 
     def _heavy(self, data: bytes) -> bool:
         """Would ``data`` take the loop long: a large update, or a sync step 1 of a large room?"""
