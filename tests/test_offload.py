@@ -16,6 +16,7 @@ from pycrdt import Doc, Text
 
 from collab import Config, Hub
 from collab.core.room import Room
+from collab.server import offload
 from collab.storage.base import Record
 from collab.storage.memory import MemoryStore
 from tests.crdt import valid_update
@@ -170,3 +171,66 @@ async def test_a_large_snapshot_is_encoded_off_the_loop(hub, store, monkeypatch)
     await compacting
     assert threads == ["collab-crdt_0"]
     assert await hub.get_text("big") == "meanwhile" + BIG
+
+
+async def _stored_with_a_snapshot(store: MemoryStore, name: str) -> None:
+    log = store.log(name)
+    update = valid_update(BIG)
+    cursor = log.append(Record(update, 0.0, "test"))
+    await log.compact(update, cursor)
+
+
+def _encodings_here(monkeypatch) -> list[str]:
+    """Threads of this process that encode a whole large document from now on."""
+    threads: list[str] = []
+    get_update = Doc.get_update
+
+    def spy(self, state=None):
+        update = get_update(self, state) if state is not None else get_update(self)
+        if len(update) >= len(BIG):
+            threads.append(threading.current_thread().name)
+        return update
+
+    monkeypatch.setattr(Doc, "get_update", spy)
+    return threads
+
+
+async def test_a_large_document_merges_its_snapshot_in_another_process(hub, store, monkeypatch):
+    monkeypatch.setattr(offload, "MERGE_BYTES", 1 << 20)
+    await _stored_with_a_snapshot(store, "big")
+    session = await hub.join("big", RecordingPeer("w"))
+    session.receive(Editor(client_id=5).type("since the snapshot "))
+    doc = hub.document("big")
+    await eventually(lambda: doc.unsnapshotted == 1)
+    encoded = _encodings_here(monkeypatch)
+    await doc.compact()
+    assert encoded == []  # nowhere in this process: merged in the other one
+    assert doc.unsnapshotted == 0
+    monkeypatch.undo()
+    state = (await store.log("big").load()).state
+    assert state is not None
+    check: Doc = Doc()
+    check.apply_update(state)
+    assert str(check.get("content", type=Text)) == "since the snapshot " + BIG
+
+
+async def test_a_merged_snapshot_that_lacks_an_update_is_encoded_here_instead(
+    hub, store, monkeypatch, caplog
+):
+    monkeypatch.setattr(offload, "MERGE_BYTES", 1 << 20)
+    await _stored_with_a_snapshot(store, "big")
+    session = await hub.join("big", RecordingPeer("w"))
+    session.receive(Editor(client_id=5).type("not in the list "))
+    doc = hub.document("big")
+    await eventually(lambda: doc.unsnapshotted == 1)
+    doc._since.clear()  # as if a path had changed the room without noting the update
+    encoded = _encodings_here(monkeypatch)
+    with caplog.at_level(logging.ERROR, logger="collab.hub"):
+        await doc.compact()
+    assert encoded == ["collab-crdt_0"]
+    assert "lacks updates" in caplog.text
+    monkeypatch.undo()
+    state = (await store.log("big").load()).state
+    check: Doc = Doc()
+    check.apply_update(state)
+    assert str(check.get("content", type=Text)) == "not in the list " + BIG

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Pieces", "split_update"]
+__all__ = ["Pieces", "decode_state_vector", "split_update"]
 
 _GC, _SKIP = 0, 10
 _CONTENT = 0x1F
@@ -161,9 +161,25 @@ def _content_length(r: _Reader, ref: int) -> int:
     raise _Unknown(f"content ref {ref}")
 
 
-def _state(vector: bytes) -> dict[int, int]:
+def decode_state_vector(vector: bytes) -> dict[int, int]:
+    """A state vector's clock per client (compare these, not the bytes: their order
+    is not fixed).
+
+    Raises:
+        ValueError: not a state vector.
+    """
     r = _Reader(vector)
-    return {r.uint(): r.uint() for _ in range(r.uint())}
+    try:
+        state = {r.uint(): r.uint() for _ in range(r.uint())}
+    except (_Unknown, IndexError):
+        raise ValueError("not a state vector") from None
+    if r.pos != len(vector):
+        raise ValueError("bytes after the state vector")
+    return state
+
+
+def _state(vector: bytes) -> dict[int, int]:
+    return decode_state_vector(vector)
 
 
 def split_update(update: bytes, piece_bytes: int, present: bytes = b"\x00") -> Pieces | None:

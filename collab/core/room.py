@@ -18,7 +18,7 @@ drop entries before anything changes.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,7 +89,7 @@ _BREAK = "~"  # one ASCII character (pycrdt indices are UTF-8 bytes), deleted at
 _Place = tuple[Text | XmlText, int, dict[str, Any] | None]
 
 
-def _apply_all(doc: Doc[Any], updates: Iterable[bytes]) -> int:
+def _apply_all(doc: Doc[Any], updates: Iterable[bytes], pieces: bool = True) -> int:
     """Apply ``updates`` in transactions of ``RESTORE_BATCH``; return their total size.
 
     One transaction for everything would be quadratic in a long run (yrs squashes
@@ -102,12 +102,12 @@ def _apply_all(doc: Doc[Any], updates: Iterable[bytes]) -> int:
     batch.__enter__()
     try:
         for update in updates:
-            pieces = None
-            if len(update) > PIECE_BYTES:
-                pieces = split_update(update, PIECE_BYTES, doc.get_state())
-            if pieces is not None:
+            cut = None
+            if pieces and len(update) > PIECE_BYTES:
+                cut = split_update(update, PIECE_BYTES, doc.get_state())
+            if cut is not None:
                 batch.__exit__(None, None, None)
-                for piece in pieces.parts:
+                for piece in cut.parts:
                     doc.apply_update(piece)
                 size += len(update)
                 batch = doc.transaction()
@@ -123,6 +123,17 @@ def _apply_all(doc: Doc[Any], updates: Iterable[bytes]) -> int:
     finally:
         batch.__exit__(None, None, None)
     return size
+
+
+def merged_state(updates: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """The document ``updates`` make: its encoded state and its state vector.
+
+    For a process of its own (``Offload.merge``): it holds the GIL as long as it
+    takes, which in the server's process would hold every room.
+    """
+    doc: Doc[Any] = Doc()
+    _apply_all(doc, updates, pieces=False)
+    return doc.get_update(), doc.get_state()
 
 
 class Room:

@@ -36,8 +36,10 @@ from ..core.errors import (
     ShuttingDown,
 )
 from ..core.limits import coalesce
+from ..core.pieces import decode_state_vector
 from ..core.room import Effects, Room
 from ..storage.base import Cursor, DocumentLog, Loaded, Presence, Record
+from . import offload
 from .cluster import Backplane
 from .extensions import ChangeEvent, DisconnectEvent, Extensions, StoredEvent
 from .metrics import Metrics
@@ -114,6 +116,10 @@ class Document:
         self.cursor: Cursor = None  # of the last record appended
         self.unsnapshotted = 0  # records since the last snapshot
         self.snapshot_bytes = 0  # the size of the last snapshot (``policy.should_compact``)
+        # A large document's last snapshot state and the updates logged since (None:
+        # not kept): its next snapshot is merged from them in another process.
+        self._base: bytes | None = None
+        self._since: list[bytes] | None = None
         self.lock = asyncio.Lock()  # one compaction (or delete) at a time
         self.compacting: asyncio.Task[None] | None = None
         self._held: deque[_Held] = deque()
@@ -156,6 +162,8 @@ class Document:
         self.cursor = loaded.cursor
         self.unsnapshotted = len(loaded.records)
         self.snapshot_bytes = len(loaded.state or b"")
+        if self._mergeable(self.snapshot_bytes):
+            self._base, self._since = loaded.state, [r.update for r in loaded.records]
         self.exists = loaded.state is not None or bool(loaded.records)
         self.log.watch(self.backplane)
         if self.presence is not None:
@@ -503,6 +511,8 @@ class Document:
             raise DocumentUnavailable("could not persist the update") from exc
         self.cursor = cursor
         self.unsnapshotted += 1
+        if self._since is not None:
+            self._since.append(update)
         if self.extensions.wants("on_change"):
             self.extensions.after("on_change", ChangeEvent(self.name, update, author, now))
         if self.compacting is None and policy.should_compact(
@@ -544,25 +554,67 @@ class Document:
                 if self.unsnapshotted <= 0 and not force:
                     return
                 await self.quiet()
-                state, upto, count = await self._exclusive(
-                    "snapshot encoding",
-                    self.room.budget.estimate,
-                    lambda: (self.room.doc.get_update(), self.cursor, self.unsnapshotted),
-                )
+                state, upto, count, since = await self._snapshot_state()
                 start = time.perf_counter()
                 try:
                     await self.log.compact(state, upto)
+                except BaseException:
+                    if since is not None and self._since is not None:
+                        self._since[:0] = since  # the old snapshot stays: so do its updates
+                    raise
                 finally:
                     self.metrics.persist_seconds.labels("snapshot").observe(
                         time.perf_counter() - start
                     )
                 self.unsnapshotted -= count
                 self.snapshot_bytes = len(state)
+                if self._since is not None:
+                    self._base = state
                 if self.extensions.wants("on_stored"):
                     self.extensions.after("on_stored", StoredEvent(self.name, self.clock()))
         finally:
             if self.compacting is asyncio.current_task():
                 self.compacting = None
+
+    def _mergeable(self, size: int) -> bool:
+        """Keep what the next snapshot of a document of ``size`` bytes is merged from?
+        A large one in one process: in cluster mode other processes write too."""
+        return self.presence is None and self.crdt is not None and size >= offload.MERGE_BYTES
+
+    async def _snapshot_state(self) -> tuple[bytes, Cursor, int, list[bytes] | None]:
+        """The state to write as the snapshot, the cursor and record count it covers,
+        and the updates it took from ``_since`` (given back if writing it fails).
+
+        A large document's is merged in another process from its last snapshot and
+        the updates logged since, checked against the room's state vector: encoding
+        it here would hold the GIL, so every room, for 0.1 s or more. Otherwise the
+        room encodes it (in the CRDT thread when large).
+        """
+        if self._base is not None and self._since is not None and self.crdt is not None:
+            base, since = self._base, self._since  # taken here, with no await since quiet()
+            self._since = []
+            upto, count, vector = self.cursor, self.unsnapshotted, self.room.doc.get_state()
+            try:
+                state, merged = await self.crdt.merge(self.name, [base, *since])
+            except Exception:
+                log.exception("merging the snapshot of %r failed; encoding it here", self.name)
+                merged = b""
+            except BaseException:  # cancelled: the updates stay for the next snapshot
+                self._since[:0] = since
+                raise
+            if merged and decode_state_vector(merged) == decode_state_vector(vector):
+                return state, upto, count, since
+            if merged:
+                log.error("the merged snapshot of %r lacks updates; encoding it here", self.name)
+            self._since[:0] = since
+            await self.quiet()
+
+        def encode() -> tuple[bytes, Cursor, int, list[bytes] | None]:
+            state = self.room.doc.get_update()
+            since, self._since = self._since, [] if self._mergeable(len(state)) else None
+            return state, self.cursor, self.unsnapshotted, since
+
+        return await self._exclusive("snapshot encoding", self.room.budget.estimate, encode)
 
     # -- the document as a whole ----------------------------------------------------
 
