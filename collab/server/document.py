@@ -449,6 +449,8 @@ class Document:
             except CollabError as exc:
                 log.error("a record of %r from the store is invalid: %s", self.name, exc.reason)
                 continue
+            if self._since is not None:
+                self._since.append(record.update)  # (in the store: the next snapshot has it)
             if effects.update is not None and effects.update != record.update:
                 # It also integrated local structs waiting for it: those are news
                 # to the store too, so log what changed (rare; harmless twice).
@@ -474,6 +476,7 @@ class Document:
         if self._busy is not None:
             asyncio.get_running_loop().create_task(self._resync_later(loaded))
             return
+        self._base = self._since = None  # the next snapshot is encoded here, from the room
         missing = self.room.missing(loaded.updates)
         for update in loaded.updates:
             try:
