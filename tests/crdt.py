@@ -12,7 +12,11 @@ from typing import Protocol
 
 from pycrdt import Doc, Text, XmlElement, XmlFragment, XmlText
 
+from collab.core import protocol
+from collab.core.pieces import decode_state_vector
+from collab.core.protocol import Update, read_varuint
 from collab.core.protocol import encode_varuint as _varuint
+from collab.core.room import Room
 
 __all__ = [
     "client_blocks",
@@ -74,21 +78,7 @@ def end_appends(chunks: list[str], client_id: int) -> list[bytes]:
 
 def state_vector(doc: Doc) -> dict[int, int]:
     """Decode ``doc``'s state vector: client id -> clock (lib0 varuints)."""
-    data = doc.get_state()
-    pos = 0
-
-    def varuint() -> int:
-        nonlocal pos
-        n = shift = 0
-        while True:
-            byte = data[pos]
-            pos += 1
-            n |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return n
-
-    return {varuint(): varuint() for _ in range(varuint())}
+    return decode_state_vector(doc.get_state())
 
 
 class Editor(Protocol):
@@ -171,20 +161,30 @@ def client_blocks(doc: Doc, client_id: int) -> int:
     no decoding of the structs themselves.
     """
     data = doc.get_update()
-    pos = 0
-
-    def varuint() -> int:
-        nonlocal pos
-        n = shift = 0
-        while True:
-            byte = data[pos]
-            pos += 1
-            n |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return n
-
-    varuint()  # how many clients
-    structs, client = varuint(), varuint()
+    _, pos = read_varuint(data, 0)  # how many clients
+    structs, pos = read_varuint(data, pos)
+    client, _ = read_varuint(data, pos)
     assert client == client_id, f"{client_id} is not the highest client id in the document"
     return structs
+
+
+def feed(room: Room, peer: object, updates: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """Send ``updates`` to ``room`` as a client would; return what it logged and relayed."""
+    logged: list[bytes] = []
+    relayed: list[bytes] = []
+    for update in updates:
+        effects = room.receive(peer, protocol.encode(Update(update)))
+        if effects.update is not None:
+            logged.append(effects.update)
+        relayed += effects.relay
+    return logged, relayed
+
+
+def payloads(frames: list[bytes]) -> list[bytes]:
+    """The updates in relayed update frames."""
+    out = []
+    for frame in frames:
+        message = protocol.decode(frame)
+        assert isinstance(message, Update)
+        out.append(message.update)
+    return out

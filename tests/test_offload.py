@@ -155,16 +155,7 @@ async def test_a_large_snapshot_is_encoded_off_the_loop(hub, store, monkeypatch)
     writer = RecordingPeer("w")
     session = await hub.join("big", writer)
     doc = hub.document("big")
-    threads = []
-    get_update = Doc.get_update
-
-    def spy(self, state=None):
-        update = get_update(self, state) if state is not None else get_update(self)
-        if len(update) >= len(BIG):
-            threads.append(threading.current_thread().name)
-        return update
-
-    monkeypatch.setattr(Doc, "get_update", spy)
+    threads = _encodings_here(monkeypatch)
     compacting = asyncio.ensure_future(doc.compact(force=True))
     await eventually(lambda: doc._busy is not None or compacting.done())
     session.receive(Editor(client_id=5).type("meanwhile"))  # waits behind the encoding

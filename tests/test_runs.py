@@ -17,34 +17,13 @@ from collab.core.protocol import SyncStep2, Update
 from collab.core.room import RUN_BOUND, Room
 from collab.core.runs import Runs, string_append
 
-from .crdt import end_appends, state_vector, text_of
+from .crdt import end_appends, feed, payloads, state_vector, text_of
 
 WRITER = 3_000_000_000  # a client id like a real Yjs client's (random 32-bit)
 
 
 def chunks(n: int, start: int = 0) -> list[str]:
     return [f"[q{i}]" for i in range(start, start + n)]
-
-
-def feed(room: Room, peer: object, updates: list[bytes]) -> tuple[list[bytes], list[bytes]]:
-    """Send ``updates`` as a client would; return what was logged and what was relayed."""
-    logged: list[bytes] = []
-    relayed: list[bytes] = []
-    for update in updates:
-        effects = room.receive(peer, protocol.encode(Update(update)))
-        if effects.update is not None:
-            logged.append(effects.update)
-        relayed += effects.relay
-    return logged, relayed
-
-
-def payloads(frames: list[bytes]) -> list[bytes]:
-    out = []
-    for frame in frames:
-        message = protocol.decode(frame)
-        assert isinstance(message, Update)
-        out.append(message.update)
-    return out
 
 
 # -- reading an update's shape ---------------------------------------------------------

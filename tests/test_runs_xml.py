@@ -22,7 +22,7 @@ from collab.core import protocol
 from collab.core.protocol import Update
 from collab.core.room import RUN_BOUND, Room
 
-from .crdt import client_blocks, state_vector, xml_end_appends
+from .crdt import client_blocks, feed, payloads, state_vector, xml_end_appends
 from .jsclient import JsPeer, JsPeers
 from .server import ServerProcess
 from .wait import eventually
@@ -34,21 +34,6 @@ def chunks(n: int) -> list[str]:
     return [f"[p{i}é]" for i in range(n)]  # a two-byte character: offsets are UTF-8 bytes
 
 
-def feed(room: Room, peer: object, updates: list[bytes]) -> tuple[list[bytes], list[bytes]]:
-    """Send ``updates`` as a client would; return what was logged and the relayed updates."""
-    logged: list[bytes] = []
-    relayed: list[bytes] = []
-    for update in updates:
-        effects = room.receive(peer, protocol.encode(Update(update)))
-        if effects.update is not None:
-            logged.append(effects.update)
-        for frame in effects.relay:
-            message = protocol.decode(frame)
-            assert isinstance(message, Update)
-            relayed.append(message.update)
-    return logged, relayed
-
-
 def xml(doc: Doc, root: str = "prosemirror") -> str:
     return str(doc.get(root, type=XmlFragment))
 
@@ -58,7 +43,8 @@ def test_a_long_run_in_a_paragraph_is_broken_and_every_peer_sees_the_exact_xml()
     room.join(writer)
     typed = chunks(3000)
     head, appends = xml_end_appends(typed, WRITER)
-    logged, relayed = feed(room, writer, [head, *appends])
+    logged, frames = feed(room, writer, [head, *appends])
+    relayed = payloads(frames)
 
     expected = "<paragraph>" + "".join(typed) + "</paragraph>"
     assert xml(room.doc) == expected

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .protocol import encode_varuint, read_varuint
+
 __all__ = ["Pieces", "decode_state_vector", "split_update"]
 
 _GC, _SKIP = 0, 10
@@ -56,18 +58,8 @@ class _Reader:
         self.pos = pos
 
     def uint(self) -> int:
-        data, pos = self.data, self.pos
-        value = shift = 0
-        while True:
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                self.pos = pos
-                return value
-            shift += 7
-            if shift > 70:
-                raise _Unknown("varuint too long")
+        value, self.pos = read_varuint(self.data, self.pos)
+        return value
 
     def skip_varint(self) -> None:
         """A signed varint (lib0): every byte but the last has its top bit set."""
@@ -323,18 +315,9 @@ def _check_delete_set(data: bytes) -> None:
         raise _Unknown("bytes after the delete set")
 
 
-def _varuint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _group(count: int, client: int, clock: int, structs: bytes) -> bytes:
-    return _varuint(count) + _varuint(client) + _varuint(clock) + structs
+    return encode_varuint(count) + encode_varuint(client) + encode_varuint(clock) + structs
 
 
 def _piece(groups: list[bytes], delete_set: bytes) -> bytes:
-    return b"".join([_varuint(len(groups)), *groups, delete_set])
+    return b"".join([encode_varuint(len(groups)), *groups, delete_set])

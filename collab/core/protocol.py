@@ -57,6 +57,7 @@ __all__ = [
     "decode_awareness",
     "encode",
     "encode_awareness",
+    "read_varuint",
 ]
 
 _MAX_VARUINT_BYTES = 8  # lib0 numbers are at most 53 bits
@@ -162,6 +163,24 @@ def encode_varuint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+def read_varuint(data: bytes, pos: int) -> tuple[int, int]:
+    """The lib0 varuint at ``pos`` of ``data`` and the position after it.
+
+    Raises:
+        IndexError: it runs past the end of ``data``, or past 10 bytes.
+    """
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise IndexError("varuint too long")
 
 
 def _varbytes(data: bytes) -> bytes:

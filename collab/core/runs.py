@@ -27,6 +27,8 @@ a run and is ignored.
 
 from __future__ import annotations
 
+from .protocol import read_varuint
+
 __all__ = ["Runs", "string_append"]
 
 _HAS_ORIGIN = 0x80
@@ -35,20 +37,6 @@ _HAS_PARENT_SUB = 0x20  # a map entry, never a text run
 _CONTENT_MASK = 0x1F
 _STRING = 4
 _MAX_CLIENTS = 4096  # runs remembered per document; past it, the table starts over
-
-
-def _varuint(data: bytes, pos: int) -> tuple[int, int]:
-    """The varuint at ``pos`` and the position after it (IndexError past the end)."""
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise IndexError("varuint too long")
 
 
 def string_append(update: bytes) -> tuple[int, bool, int] | None:
@@ -60,25 +48,25 @@ def string_append(update: bytes) -> tuple[int, bool, int] | None:
     if len(update) < 8 or update[0] != 1 or update[1] != 1:
         return None
     try:
-        client, pos = _varuint(update, 2)
-        clock, pos = _varuint(update, pos)
+        client, pos = read_varuint(update, 2)
+        clock, pos = read_varuint(update, pos)
         info = update[pos]
         pos += 1
         if info & _CONTENT_MASK != _STRING or info & _HAS_PARENT_SUB:
             return None
         origin = None
         if info & _HAS_ORIGIN:
-            origin_client, pos = _varuint(update, pos)
-            origin_clock, pos = _varuint(update, pos)
+            origin_client, pos = read_varuint(update, pos)
+            origin_clock, pos = read_varuint(update, pos)
             origin = (origin_client, origin_clock)
         if info & _HAS_RIGHT_ORIGIN:
-            _, pos = _varuint(update, pos)
-            _, pos = _varuint(update, pos)
+            _, pos = read_varuint(update, pos)
+            _, pos = read_varuint(update, pos)
         if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):  # the parent is named
-            named, pos = _varuint(update, pos)
-            skip, pos = _varuint(update, pos)  # the name's length, or the id's client
-            pos = pos + skip if named else _varuint(update, pos)[1]
-        size, _ = _varuint(update, pos)
+            named, pos = read_varuint(update, pos)
+            skip, pos = read_varuint(update, pos)  # the name's length, or the id's client
+            pos = pos + skip if named else read_varuint(update, pos)[1]
+        size, _ = read_varuint(update, pos)
     except IndexError:
         return None
     return client, origin == (client, clock - 1), size
