@@ -74,3 +74,23 @@ def test_an_empty_first_message_is_framed() -> None:
     code = "from collab.server.frames import binary_frame; print(binary_frame(b'').hex())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == GOLDEN_HEADERS[0].hex()
+
+
+@pytest.mark.parametrize("window_bits", [9, 12, 15])  # 15: ISA-L's deflate; smaller: zlib's
+def test_a_compressed_frame_inflates_within_the_window_the_client_asked_for(
+    window_bits: int,
+) -> None:
+    import random
+    import zlib
+
+    from collab.server.frames import deflated_frame
+
+    rng = random.Random(window_bits)
+    words = [bytes(rng.choices(b"abcdefghij", k=rng.randint(3, 9))) for _ in range(400)]
+    data = b" ".join(rng.choices(words, k=200_000))  # repeats near and far apart
+    frame = deflated_frame(data, window_bits)
+    assert frame[0] == 0xC2  # compressed (RSV1)
+    ((_, body),), whole = parse_frames(frame)
+    assert whole
+    inflated = zlib.decompressobj(-window_bits).decompress(body + b"\x00\x00\xff\xff")
+    assert inflated == data and len(body) < len(data) // 2

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any, Protocol
 
 __all__ = [
     "COMPRESS_LEVEL",
     "COMPRESS_MIN_BYTES",
     "binary_frame",
     "cached_deflated_frame",
+    "compressor_for",
     "deflated_frame",
     "frame_head",
 ]
@@ -29,10 +31,26 @@ __all__ = [
 # Below this a message is sent as it is: the typing updates and awareness that
 # make up nearly all traffic gain little and would pay deflate's setup per message.
 COMPRESS_MIN_BYTES = 16 << 10
-# zlib level 1: about 100 MB/s here and within ~10% of level 6's ratio on
+# zlib level 1: about 170 MB/s here and within ~10% of level 6's ratio on
 # document states; a fresh client's step 2 is compressed once per document
-# change, so speed matters on a fast link and the ratio on a slow one.
+# change, so speed matters on a fast link and the ratio on a slow one. For the
+# usual 32 KiB window, ISA-L's deflate (python-isal) at its level 1 makes the
+# same kind of stream 3x faster (a 46 MB state: 85 ms against 272 ms, 5 % larger)
+# and releases the GIL too; ISA-L always uses the whole window, so a client that
+# asked for a smaller one gets zlib's.
 COMPRESS_LEVEL = 1
+
+_isal: Any
+try:
+    from isal import isal_zlib as _isal
+except ImportError:  # pragma: no cover - a platform without python-isal's wheels
+    _isal = None
+
+
+class Compressor(Protocol):
+    def compress(self, data: bytes, /) -> bytes: ...
+    def flush(self, mode: int, /) -> bytes: ...
+
 
 _cache: tuple[bytes | None, bytes] = (None, b"")  # not (b"", ...): every b"" is one object
 _deflated: dict[int, tuple[bytes, bytes]] = {}  # window bits -> (message, its frame)
@@ -63,6 +81,14 @@ def cached_deflated_frame(data: bytes, window_bits: int) -> bytes | None:
     return hit[1] if hit is not None and hit[0] is data else None
 
 
+def compressor_for(window_bits: int) -> Compressor:
+    """A raw deflate compressor for one message to a client with this window."""
+    if _isal is not None and window_bits == 15:
+        fast: Compressor = _isal.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, -15)
+        return fast
+    return zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, -window_bits)
+
+
 def deflated_frame(data: bytes, window_bits: int) -> bytes:
     """``data`` as one permessage-deflate frame (RSV1 set) for a client's window size.
 
@@ -75,7 +101,7 @@ def deflated_frame(data: bytes, window_bits: int) -> bytes:
     cached = cached_deflated_frame(data, window_bits)
     if cached is not None:
         return cached
-    compressor = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, -window_bits)
+    compressor = compressor_for(window_bits)
     body = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
     if body.endswith(_SYNC_TAIL):
         body = body[:-4]
