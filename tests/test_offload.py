@@ -225,3 +225,26 @@ async def test_a_merged_snapshot_that_lacks_an_update_is_encoded_here_instead(
     check: Doc = Doc()
     check.apply_update(state)
     assert str(check.get("content", type=Text)) == "not in the list " + BIG
+
+
+async def test_a_fresh_client_of_a_changed_large_document_gets_its_snapshot_and_what_came_since(
+    hub, store, monkeypatch
+):
+    from collab.core import protocol
+    from collab.core.protocol import SyncStep1, SyncStep2, Update
+
+    monkeypatch.setattr(offload, "MERGE_BYTES", 1 << 20)
+    await _stored_with_a_snapshot(store, "big")
+    writer = await hub.join("big", RecordingPeer("w"))
+    writer.receive(Editor(client_id=5).type("typed since "))
+    doc = hub.document("big")
+    await eventually(lambda: doc.unsnapshotted == 1)
+    encoded = _encodings_here(monkeypatch)
+    fresh = RecordingPeer("fresh")
+    session = await hub.join("big", fresh)
+    session.receive(protocol.encode(SyncStep1(b"\x00")))
+    await eventually(lambda: str(fresh.doc.get("content", type=Text)) == "typed since " + BIG)
+    assert encoded == []  # the document was not encoded for it
+    kinds = [type(protocol.decode(f)) for f in fresh.frames if f[0] == 0 and f[1] != 0]
+    # (the writer's update may also reach it as a relay, before its step 2)
+    assert kinds[-2:] == [SyncStep2, Update]  # the snapshot, then the one update since

@@ -345,6 +345,11 @@ class Room:
             self._full_step2 = frame
         return frame
 
+    @property
+    def fresh_step2_kept(self) -> bool:
+        """Is a fresh client's step 2 kept (nothing changed since the last one)?"""
+        return self._full_step2 is not None
+
     def _measure(self) -> int:
         return len(self.doc.get_update())
 

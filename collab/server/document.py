@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..core import policy
+from ..core import policy, protocol
 from ..core.config import Config
 from ..core.errors import (
     CollabError,
@@ -37,6 +37,7 @@ from ..core.errors import (
 )
 from ..core.limits import coalesce
 from ..core.pieces import decode_state_vector
+from ..core.protocol import SyncStep2, Update
 from ..core.room import Effects, Room
 from ..storage.base import Cursor, DocumentLog, Loaded, Presence, Record
 from . import offload
@@ -49,6 +50,8 @@ from .session import Peer, Session
 __all__ = ["Document", "Phase"]
 
 _SYNC, _STEP1 = 0, 0  # the first two bytes of a sync step 1 message
+_FRESH_STEP1 = b"\x00\x00\x01\x00"  # a sync step 1 with an empty state vector
+FRESH_UPDATES = 2000  # at most this many updates since the snapshot go to a fresh client
 _AWARENESS = 1  # the first byte of a y-protocols awareness message
 
 log = logging.getLogger("collab.hub")
@@ -120,6 +123,7 @@ class Document:
         # not kept): its next snapshot is merged from them in another process.
         self._base: bytes | None = None
         self._since: list[bytes] | None = None
+        self._base_step2: tuple[bytes, bytes] | None = None  # (``_base``, its step 2 frame)
         self.lock = asyncio.Lock()  # one compaction (or delete) at a time
         self.compacting: asyncio.Task[None] | None = None
         self._held: deque[_Held] = deque()
@@ -348,6 +352,9 @@ class Document:
 
     async def _receive_heavy(self, session: Session, data: bytes) -> Effects:
         assert self.crdt is not None
+        fresh = self._fresh_step2(data)
+        if fresh is not None:
+            return Effects(reply=fresh)
         peer, writable = session.peer, session.writable
         size = len(data) if len(data) >= self.crdt.heavy_bytes else self.room.budget.estimate
         try:
@@ -357,6 +364,28 @@ class Document:
         except DocumentTooLarge:
             self.metrics.refusals.labels("document_bytes").inc()
             raise
+
+    def _fresh_step2(self, data: bytes) -> list[bytes] | None:
+        """A fresh client's step 2 without encoding the document: the last snapshot's
+        state (its step 2 frame kept) then each update logged since, or None.
+
+        For a large document that changed since its last fresh client (else the
+        room's kept frame is quicker), with few updates since, and no snapshot
+        being written (while one is, the two do not add up to the document).
+        """
+        base, since = self._base, self._since
+        if (
+            base is None
+            or since is None
+            or data != _FRESH_STEP1
+            or self.lock.locked()
+            or self.room.fresh_step2_kept
+            or len(since) > FRESH_UPDATES
+        ):
+            return None
+        if self._base_step2 is None or self._base_step2[0] is not base:
+            self._base_step2 = (base, protocol.encode(SyncStep2(base)))
+        return [self._base_step2[1], *(protocol.encode(Update(update)) for update in since)]
 
     def _carry_out(self, sender: Peer | None, cursor: Cursor | None, effects: Effects) -> None:
         """Deliver ``effects`` now, or hold them until ``cursor`` is durable."""
