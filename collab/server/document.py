@@ -600,8 +600,7 @@ class Document:
                     )
                 self.unsnapshotted -= count
                 self.snapshot_bytes = len(state)
-                if self._since is not None:
-                    self._base = state
+                self._base = state if self._since is not None else None
                 if self.extensions.wants("on_stored"):
                     self.extensions.after("on_stored", StoredEvent(self.name, self.clock()))
         finally:
