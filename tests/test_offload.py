@@ -164,11 +164,18 @@ async def test_a_large_snapshot_is_encoded_off_the_loop(hub, store, monkeypatch)
     assert await hub.get_text("big") == "meanwhile" + BIG
 
 
-async def _stored_with_a_snapshot(store: MemoryStore, name: str) -> None:
-    log = store.log(name)
+async def _merging_document_edited(hub: Hub, store: MemoryStore, monkeypatch, text: str):
+    """ "big" stored as a snapshot of BIG, loaded as a document that merges its
+    snapshots in another process (1 MiB is large enough here), then ``text`` typed."""
+    monkeypatch.setattr(offload, "MERGE_BYTES", 1 << 20)
+    log = store.log("big")
     update = valid_update(BIG)
-    cursor = log.append(Record(update, 0.0, "test"))
-    await log.compact(update, cursor)
+    await log.compact(update, log.append(Record(update, 0.0, "test")))
+    session = await hub.join("big", RecordingPeer("w"))
+    session.receive(Editor(client_id=5).type(text))
+    doc = hub.document("big")
+    await eventually(lambda: doc.unsnapshotted == 1)
+    return doc
 
 
 def _encodings_here(monkeypatch) -> list[str]:
@@ -187,12 +194,7 @@ def _encodings_here(monkeypatch) -> list[str]:
 
 
 async def test_a_large_document_merges_its_snapshot_in_another_process(hub, store, monkeypatch):
-    monkeypatch.setattr(offload, "MERGE_BYTES", 1 << 20)
-    await _stored_with_a_snapshot(store, "big")
-    session = await hub.join("big", RecordingPeer("w"))
-    session.receive(Editor(client_id=5).type("since the snapshot "))
-    doc = hub.document("big")
-    await eventually(lambda: doc.unsnapshotted == 1)
+    doc = await _merging_document_edited(hub, store, monkeypatch, "since the snapshot ")
     encoded = _encodings_here(monkeypatch)
     await doc.compact()
     assert encoded == []  # nowhere in this process: merged in the other one
@@ -208,12 +210,7 @@ async def test_a_large_document_merges_its_snapshot_in_another_process(hub, stor
 async def test_a_merged_snapshot_that_lacks_an_update_is_encoded_here_instead(
     hub, store, monkeypatch, caplog
 ):
-    monkeypatch.setattr(offload, "MERGE_BYTES", 1 << 20)
-    await _stored_with_a_snapshot(store, "big")
-    session = await hub.join("big", RecordingPeer("w"))
-    session.receive(Editor(client_id=5).type("not in the list "))
-    doc = hub.document("big")
-    await eventually(lambda: doc.unsnapshotted == 1)
+    doc = await _merging_document_edited(hub, store, monkeypatch, "not in the list ")
     doc._since.clear()  # as if a path had changed the room without noting the update
     encoded = _encodings_here(monkeypatch)
     with caplog.at_level(logging.ERROR, logger="collab.hub"):
@@ -233,12 +230,7 @@ async def test_a_fresh_client_of_a_changed_large_document_gets_its_snapshot_and_
     from collab.core import protocol
     from collab.core.protocol import SyncStep1, SyncStep2, Update
 
-    monkeypatch.setattr(offload, "MERGE_BYTES", 1 << 20)
-    await _stored_with_a_snapshot(store, "big")
-    writer = await hub.join("big", RecordingPeer("w"))
-    writer.receive(Editor(client_id=5).type("typed since "))
-    doc = hub.document("big")
-    await eventually(lambda: doc.unsnapshotted == 1)
+    await _merging_document_edited(hub, store, monkeypatch, "typed since ")
     encoded = _encodings_here(monkeypatch)
     fresh = RecordingPeer("fresh")
     session = await hub.join("big", fresh)

@@ -26,7 +26,7 @@
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
-import readline from 'node:readline'
+import { answer, emit } from './commands.mjs'
 import { createHash } from 'node:crypto'
 
 const [serverUrl, room, token] = process.argv.slice(2)
@@ -62,7 +62,6 @@ const provider = new WebsocketProvider(serverUrl, room, doc, {
 let connects = 0 // how many times the socket (re)connected
 provider.on('status', ({ status }) => { if (status === 'connected') connects++ })
 
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
 
 let remoteUpdates = 0
 doc.on('update', (_update, origin) => {
@@ -186,20 +185,6 @@ const commands = {
   quit: () => { provider.destroy(); return {} }
 }
 
-const lines = readline.createInterface({ input: process.stdin })
-lines.on('line', async (line) => {
-  let msg
-  try {
-    msg = JSON.parse(line)
-    const run = commands[msg.cmd]
-    if (!run) throw new Error(`unknown command ${msg.cmd}`)
-    emit({ id: msg.id, ...(await run(msg)) })
-    if (msg.cmd === 'quit') process.exit(0)
-  } catch (err) {
-    emit({ id: msg && msg.id, error: String(err && err.stack ? err.stack : err) })
-  }
-})
-// The test runner closing our stdin means it is gone: do not linger.
-lines.on('close', () => process.exit(0))
+answer(commands)
 
 emit({ event: 'ready', clientID: doc.clientID })

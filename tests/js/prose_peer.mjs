@@ -18,7 +18,7 @@
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
-import readline from 'node:readline'
+import { answer, emit } from './commands.mjs'
 
 const [serverUrl, room, name = 'prosemirror'] = process.argv.slice(2)
 if (!serverUrl || !room) {
@@ -32,7 +32,6 @@ const provider = new WebsocketProvider(serverUrl, room, doc, {
   WebSocketPolyfill: WebSocket,
   disableBc: true
 })
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
 provider.once('sync', () => emit({ event: 'synced' }))
 
 const tick = () => new Promise((resolve) => setTimeout(resolve, 0))
@@ -84,16 +83,4 @@ const commands = {
 
 emit({ event: 'ready', clientID: doc.clientID })
 
-const lines = readline.createInterface({ input: process.stdin })
-lines.on('line', async (line) => {
-  let msg
-  try {
-    msg = JSON.parse(line)
-    const run = commands[msg.cmd]
-    if (!run) throw new Error(`unknown command ${msg.cmd}`)
-    emit({ id: msg.id, ...(await run(msg)) })
-    if (msg.cmd === 'quit') process.exit(0)
-  } catch (err) {
-    emit({ id: msg && msg.id, error: String(err && err.stack ? err.stack : err) })
-  }
-})
+answer(commands)
