@@ -176,18 +176,24 @@ async def test_a_compression_bomb_is_refused_with_1009(port, hub) -> None:
     bomb = bytes(100_000_000)
     frame = _compressed_frame(bomb)
     assert len(frame) < 200_000
-    honest_sock, _ = await _deflate_connect(port, "/ws/target")
-    sock, first = await _deflate_connect(port, "/ws/target")
+    assert await _close_code_beside_an_honest_client(port, hub, "target", frame) == 1009
+
+
+async def _close_code_beside_an_honest_client(port: int, hub: Any, name: str, frame: bytes) -> int:
+    """Send ``frame`` on one connection to ``name``; return the code it is closed with,
+    once another connection to that document has synced on (the server is fine)."""
+    honest_sock, _ = await _deflate_connect(port, f"/ws/{name}")
+    sock, first = await _deflate_connect(port, f"/ws/{name}")
     loop = asyncio.get_running_loop()
     try:
         await loop.sock_sendall(sock, frame)
         frames = await _frames_until_close(sock, first)
-        code = struct.unpack("!H", frames[-1][1][:2])[0]
-        assert code == 1009
-        # The server is fine and so is the other connection on that document.
         step1 = client_frame(0x82, protocol.encode(SyncStep1(b"\x00")))
         await loop.sock_sendall(honest_sock, step1)
-        await eventually(lambda: hub.document("target") is not None)
+        await eventually(lambda: hub.document(name) is not None)
+        assert len(hub.document(name).sessions) == 1
+        code: int = struct.unpack("!H", frames[-1][1][:2])[0]
+        return code
     finally:
         sock.close()
         honest_sock.close()
@@ -331,17 +337,4 @@ async def test_a_large_compressed_frame_that_will_not_inflate_is_refused(
     noise = random.Random(code).randbytes(LARGE_FRAME_BYTES + 100_000)
     body = noise if payload else _deflate(noise + bytes(80 << 20))
     frame = client_frame(0xC2, body)
-    honest_sock, _ = await _deflate_connect(port, "/ws/large-bad")
-    sock, first = await _deflate_connect(port, "/ws/large-bad")
-    loop = asyncio.get_running_loop()
-    try:
-        await loop.sock_sendall(sock, frame)
-        frames = await _frames_until_close(sock, first)
-        assert struct.unpack("!H", frames[-1][1][:2])[0] == code
-        step1 = client_frame(0x82, protocol.encode(SyncStep1(b"\x00")))
-        await loop.sock_sendall(honest_sock, step1)
-        await eventually(lambda: hub.document("large-bad") is not None)
-        assert len(hub.document("large-bad").sessions) == 1
-    finally:
-        sock.close()
-        honest_sock.close()
+    assert await _close_code_beside_an_honest_client(port, hub, "large-bad", frame) == code

@@ -170,10 +170,6 @@ def decode_state_vector(vector: bytes) -> dict[int, int]:
     return state
 
 
-def _state(vector: bytes) -> dict[int, int]:
-    return decode_state_vector(vector)
-
-
 def split_update(update: bytes, piece_bytes: int, present: bytes = b"\x00") -> Pieces | None:
     """``update`` as pieces of about ``piece_bytes`` or more, to apply in order.
 
@@ -185,7 +181,7 @@ def split_update(update: bytes, piece_bytes: int, present: bytes = b"\x00") -> P
     if len(update) <= piece_bytes:
         return None
     try:
-        pieces = _split(update, piece_bytes, _state(present))
+        pieces = _split(update, piece_bytes, decode_state_vector(present))
     except (_Unknown, IndexError, ValueError):
         return None
     return pieces if len(pieces.parts) > 1 else None
