@@ -400,6 +400,7 @@ def _loopback(host: str) -> bool:
 
 
 async def _serve(config: Config) -> None:
+    from .server import heap
     from .server.hub import Hub
     from .server.tokens import JwtAuthorizer
     from .tornado.app import make_app
@@ -421,6 +422,7 @@ async def _serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    heap.tune()  # started: what exists now lives as long as the server
     where = config.data_dir or (f"Redis {config.redis_url}" if config.redis_url else "memory")
     url = f"{server.scheme}://{config.host}:{server.port}{config.base_path}/"
     log.info("collab serving on %s (data: %s)", url, where, extra={"event": "server_started"})
