@@ -3,7 +3,7 @@
 Why: CPython's collector walks every tracked object of the older generations
 when it runs, and a full collection runs each time they grow by a quarter.
 With 5,000 idle connections (about 33 tracked objects each, plus ~50,000 from
-the imports) a full collection stopped the event loop for 60–110 ms, which was
+the imports) a full collection stopped the event loop for 60-110 ms, which was
 most of the handshake p99 in ``make bench``'s connections step; it found no
 garbage (the server's objects are freed by reference counting).
 
