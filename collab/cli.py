@@ -24,7 +24,7 @@ from .core.auth import MIN_SECRET_BYTES
 from .core.config import Config, check_base_path
 from .core.errors import StoreUnavailable
 from .core.room import Room
-from .server.logfmt import JsonFormatter, TextFormatter
+from .server.logfmt import BatchedStreamHandler, JsonFormatter, TextFormatter
 from .storage.base import StoreLocked
 from .storage.file import FileStore
 from .storage.redis.store import RedisMisconfigured
@@ -482,7 +482,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(exc.code, file=sys.stderr)
         return 2
-    output = logging.StreamHandler()
+    # Neither format prints where a call was made, nor thread or process: not looked up.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    output = BatchedStreamHandler()
     output.setFormatter(JsonFormatter() if config.log_format == "json" else TextFormatter())
     logging.basicConfig(level=config.log_level.upper(), handlers=[output])
     if config.workers > 1 and not os.environ.get(WORKER_ENV):

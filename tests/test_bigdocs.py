@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,29 +200,55 @@ async def _close_code_beside_an_honest_client(port: int, hub: Any, name: str, fr
         honest_sock.close()
 
 
-async def _read_frames_until(sock: socket.socket, first: bytes, count: int) -> list[bytes]:
-    """Raw frames (header included) after the response head until ``count`` binary ones."""
-    loop = asyncio.get_running_loop()
-    data = first.partition(b"\r\n\r\n")[2]
-    out: list[bytes] = []
-    for _ in range(10_000):
-        while len(data) >= 2:
-            size, head = data[1] & 0x7F, 2
-            if size == 126:
-                size, head = int.from_bytes(data[2:4], "big"), 4
-            elif size == 127:
-                size, head = int.from_bytes(data[2:10], "big"), 10
-            if len(data) < head + size:
-                break
-            out.append(data[: head + size])
-            data = data[head + size :]
-        big = [f for f in out if f[0] & 0x40]  # RSV1: compressed
-        if len(big) >= count:
-            return big
-        chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 10)
-        assert chunk
-        data += chunk
-    raise AssertionError("not enough frames")
+class FrameReader:
+    """Raw frames (headers included) from a socket, after the response head ``first``."""
+
+    def __init__(self, sock: socket.socket, first: bytes) -> None:
+        self.sock, self.data = sock, first.partition(b"\r\n\r\n")[2]
+
+    async def frame(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        while True:
+            data = self.data
+            if len(data) >= 2:
+                size, head = data[1] & 0x7F, 2
+                if size == 126:
+                    size, head = int.from_bytes(data[2:4], "big"), 4
+                elif size == 127:
+                    size, head = int.from_bytes(data[2:10], "big"), 10
+                if len(data) >= head + size:
+                    self.data = data[head + size :]
+                    return data[: head + size]
+            chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 1 << 20), 10)
+            assert chunk, "closed"
+            self.data += chunk
+
+    async def compressed(self) -> bytes:
+        """The first frame of the next compressed message (RSV1 set)."""
+        while not (frame := await self.frame())[0] & 0x40:
+            pass
+        return frame
+
+    async def rest_of_message(self, first: bytes) -> tuple[list[bytes], bytes]:
+        """Its raw frames, from ``first`` to FIN, and its payload (theirs joined)."""
+        frames = [first]
+        while not frames[-1][0] & 0x80:
+            frame = await self.frame()
+            if frame[0] & 0x0F == 0:  # a continuation (a ping may come between them)
+                frames.append(frame)
+        return frames, b"".join(_payload(f) for f in frames)
+
+
+async def _read_compressed_messages(
+    sock: socket.socket, first: bytes, count: int
+) -> list[tuple[list[bytes], bytes]]:
+    """The first ``count`` compressed messages after the response head ``first``."""
+    reader = FrameReader(sock, first)
+    return [await reader.rest_of_message(await reader.compressed()) for _ in range(count)]
+
+
+def _payload(frame: bytes) -> bytes:
+    return frame[{126: 4, 127: 10}.get(frame[1] & 0x7F, 2) :]
 
 
 @pytest.mark.parametrize("size", [100_000, 600_000])  # compressed inline, and in the thread
@@ -255,12 +282,11 @@ async def test_a_large_relay_is_compressed_once_for_every_peer(
         doc.get("content", type=Text).insert(0, words)
         update = protocol.encode(Update(doc.get_update()))
         await loop.sock_sendall(peers[0][0], client_frame(0x82, update))
-        got = [await _read_frames_until(sock, first, 1) for sock, first in peers[1:]]
-        assert got[0][0] == got[1][0]  # the same bytes to both
-        assert len(got[0][0]) < len(update) // 2
-        frame = got[0][0]
-        head = {126: 4, 127: 10}.get(frame[1] & 0x7F, 2)
-        assert zlib.decompressobj(-15).decompress(frame[head:] + b"\x00\x00\xff\xff") == update
+        got = [(await _read_compressed_messages(sock, first, 1))[0] for sock, first in peers[1:]]
+        assert got[0] == got[1]  # the same bytes to both
+        frames, body = got[0]
+        assert len(body) < len(update) // 2
+        assert zlib.decompressobj(-15).decompress(body + b"\x00\x00\xff\xff") == update
         assert len(calls) == 1  # compressed once for both peers
     finally:
         for sock, _ in peers:
@@ -338,3 +364,79 @@ async def test_a_large_compressed_frame_that_will_not_inflate_is_refused(
     body = noise if payload else _deflate(noise + bytes(80 << 20))
     frame = client_frame(0xC2, body)
     assert await _close_code_beside_an_honest_client(port, hub, "large-bad", frame) == code
+
+
+class GatedCompressor:
+    """The real compressor, stopped after its first piece until ``gate`` opens."""
+
+    def __init__(self, inner: Any, gate: threading.Event) -> None:
+        self.inner, self.gate, self.pieces = inner, gate, 0
+
+    def compress(self, data: Any) -> bytes:
+        self.pieces += 1
+        if self.pieces == 3:  # the first two pieces' output is on its way by now
+            assert self.gate.wait(20), "the test never opened the gate"
+        return bytes(self.inner.compress(data))
+
+    def flush(self, mode: int) -> bytes:
+        return bytes(self.inner.flush(mode))
+
+
+async def test_a_large_step_2_goes_out_compressed_while_it_is_still_being_compressed(
+    port, hub, monkeypatch
+) -> None:
+    """Fragments reach both fresh clients before the compression ends; one compression."""
+    import random
+
+    from pycrdt import Doc, Text
+
+    from collab.server import frames
+
+    gate, made = threading.Event(), []
+    real = frames.compressor_for
+
+    def gated(window_bits: int) -> Any:
+        made.append(GatedCompressor(real(window_bits), gate))
+        return made[-1]
+
+    monkeypatch.setattr(frames, "compressor_for", gated)
+    rng = random.Random(7)
+    doc: Doc[Any] = Doc()
+    words = [rng.choice(["alpha", "beta", "gamma", "delta", "epsilon"]) for _ in range(600_000)]
+    doc.get("content", type=Text).insert(0, " ".join(words))
+    writer = await raw_connect(
+        port, "/ws/streamed", early=client_frame(0x82, protocol.encode(Update(doc.get_update())))
+    )
+    loop = asyncio.get_running_loop()
+    readers: list[tuple[socket.socket, bytes]] = []
+    try:
+
+        async def stored() -> bool:  # read once the room is quiet (it applies in a thread)
+            return len(await hub.get_text("streamed") or "") > 3_000_000
+
+        await eventually(stored)
+        readers += [await _deflate_connect(port, "/ws/streamed") for _ in range(2)]
+        step1 = client_frame(0x82, protocol.encode(SyncStep1(b"\x00")))
+        for sock, _ in readers:
+            await loop.sock_sendall(sock, step1)
+        streams = [FrameReader(sock, first) for sock, first in readers]
+        try:
+            early = [await stream.compressed() for stream in streams]
+            assert not gate.is_set() and all(frame[0] == 0x42 for frame in early)  # no FIN yet
+            gate.set()
+            got = [
+                await stream.rest_of_message(f) for stream, f in zip(streams, early, strict=True)
+            ]
+        finally:
+            gate.set()
+        assert got[0] == got[1] and len(got[0][0]) > 2  # the same fragments to both
+        step2 = zlib.decompressobj(-15).decompress(got[0][1] + b"\x00\x00\xff\xff")
+        assert step2[:2] == b"\x00\x01"
+        fresh: Doc[Any] = Doc()
+        fresh.apply_update(protocol.decode(step2).update)  # type: ignore[union-attr]
+        assert str(fresh.get("content", type=Text)) == " ".join(words)
+        assert len(made) == 1  # compressed once for both
+    finally:
+        writer.close()
+        for sock, _ in readers:
+            sock.close()

@@ -94,3 +94,36 @@ def test_a_compressed_frame_inflates_within_the_window_the_client_asked_for(
     assert whole
     inflated = zlib.decompressobj(-window_bits).decompress(body + b"\x00\x00\xff\xff")
     assert inflated == data and len(body) < len(data) // 2
+
+
+@pytest.mark.parametrize("window_bits", [9, 15])
+def test_a_large_message_is_compressed_as_fragments_that_join_into_it(window_bits: int) -> None:
+    import random
+    import zlib
+
+    from collab.server.frames import deflated_fragments
+
+    rng = random.Random(window_bits)
+    data = b" ".join(rng.choice([b"alpha", b"beta", b"gamma", b"delta"]) for _ in range(200_000))
+    frames = list(deflated_fragments(data, window_bits, piece_bytes=100_000))
+    parsed = [parse_frames(frame) for frame in frames]
+    assert all(whole and len(one) == 1 for one, whole in parsed)
+    assert len(frames) >= 3  # a first, continuations, a last
+    firsts = [frame[0] for frame in frames]
+    assert firsts[0] == 0x42  # RSV1 + binary, FIN clear
+    assert set(firsts[1:-1]) <= {0x00}  # continuations
+    assert firsts[-1] == 0x80  # FIN
+    body = b"".join(one[0][1] for one, _ in parsed)
+    assert zlib.decompressobj(-window_bits).decompress(body + b"\x00\x00\xff\xff") == data
+
+
+def test_a_message_under_one_piece_is_one_compressed_frame() -> None:
+    import zlib
+
+    from collab.server.frames import deflated_fragments
+
+    data = b"small " * 1000
+    (frame,) = deflated_fragments(data, 15)
+    assert frame[0] == 0xC2
+    ((_, body),), _ = parse_frames(frame)
+    assert zlib.decompressobj(-15).decompress(body + b"\x00\x00\xff\xff") == data

@@ -7,10 +7,12 @@ it, and parses every line of its output as JSON.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +25,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from collab import cli
-from collab.server.logfmt import JsonFormatter, TextFormatter
+from collab.server.logfmt import BatchedStreamHandler, JsonFormatter, TextFormatter
 from tests.server import ServerProcess
 from tests.wait import eventually
 from tests.yclient import YClient
@@ -186,3 +188,49 @@ async def test_json_logs_of_a_live_server(tmp_path) -> None:
     closed = one("connection_closed", code=1003, sub="rita", document="ws doc")
     assert closed["reason"] == "text frames not supported" and closed["connection"]
     assert closed["remote"] == "127.0.0.1" and closed["level"] == "warning"
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def batched(stream: CountingStream) -> logging.Logger:
+    handler = BatchedStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger(f"batched.{id(stream)}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.handlers = [handler]
+    return logger
+
+
+async def test_lines_of_one_loop_iteration_are_written_together_and_in_order() -> None:
+    stream = CountingStream()
+    logger = batched(stream)
+    for n in range(5):
+        logger.info("line %d", n)
+    assert stream.getvalue() == ""  # not yet: the iteration is still running
+    await eventually(lambda: stream.getvalue() != "")
+    assert stream.getvalue() == "".join(f"line {n}\n" for n in range(5))
+    assert stream.writes == 1
+    logger.info("later")
+    logger.handlers[0].flush()  # as logging.shutdown does at exit
+    assert stream.getvalue().endswith("line 4\nlater\n")
+
+
+def test_lines_logged_off_a_loop_are_written_at_once() -> None:
+    stream = CountingStream()
+    logger = batched(stream)
+    worker = threading.Thread(target=logger.info, args=("from a thread",))
+    worker.start()
+    worker.join()
+    logger.info("from no loop")
+    assert stream.getvalue() == "from a thread\nfrom no loop\n"

@@ -21,14 +21,15 @@ from typing import Any
 import jwt
 import pytest
 import tornado.httpserver
+from pycrdt import Doc, Text
 
 import collab
 from collab.core import protocol
-from collab.core.protocol import SyncStep1
+from collab.core.protocol import SyncStep1, Update
 
 from .server import free_port
 from .wait import eventually
-from .wire import client_frame, parse_frames
+from .wire import client_frame, parse_frames, raw_connect
 from .yclient import YClient
 
 SECRET = "s" * 32
@@ -216,3 +217,93 @@ async def test_header_limits_hold_before_the_upgrade(servers) -> None:
         started = loop.time()
         assert await asyncio.wait_for(loop.sock_recv(sock, 100), 10) == b""
         assert loop.time() - started >= 0.5
+
+
+class LoadGate(collab.Extension):
+    """Holds every document's load until ``opened`` is set."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+
+    async def on_load(self, event: Any) -> None:
+        await self.opened.wait()
+
+
+def typed_updates(count: int, size: int) -> tuple[list[bytes], str]:
+    """``count`` updates each appending ``size`` characters, and the text they make."""
+    doc = Doc()
+    text = doc.get("content", type=Text)
+    updates, before = [], doc.get_state()
+    for n in range(count):
+        text += chr(ord("a") + n % 26) * size
+        updates.append(doc.get_update(before))
+        before = doc.get_state()
+    return updates, str(text)
+
+
+@pytest.mark.parametrize("path", ["fast", "tornado"])
+async def test_what_a_client_sends_while_its_document_loads_is_taken_in_order_after_it(
+    tmp_path: Path, path: str
+) -> None:
+    """Its updates count even though it has left by the time they are applied (the
+    document is large enough that they queue behind its snapshot, in the CRDT thread)."""
+    gate = LoadGate()
+    config = collab.Config(data_dir=str(tmp_path / "data"), port=0)
+    hub = collab.Hub(config, extensions=[gate])
+    app = collab.make_app(config, hub)
+    if path == "fast":
+        server: Any = collab.listen(app, config, hub)
+        port = server.port
+    else:
+        server, port = tornado.httpserver.HTTPServer(app), free_port()
+        server.listen(port, "127.0.0.1")
+    loop = asyncio.get_running_loop()
+    updates, expected = typed_updates(24, 60_000)  # more than the join holds before pausing
+    sock = await raw_connect(port, "/ws/loading", rcvbuf=1 << 20)
+    try:
+        answer = b""
+        while b"\r\n\r\n" not in answer:  # the 101 comes while the document is still loading
+            answer += await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+        assert answer.startswith(b"HTTP/1.1 101") and not gate.opened.is_set()
+        frames = [client_frame(0x82, protocol.encode(SyncStep1(b"\x00")))]
+        frames += [client_frame(0x82, protocol.encode(Update(u))) for u in updates]
+        sending = asyncio.ensure_future(loop.sock_sendall(sock, b"".join(frames)))
+        await asyncio.sleep(0.2)  # no condition to wait for: nothing may happen until the load
+        assert hub.document("loading") is None
+        gate.opened.set()
+        await asyncio.wait_for(sending, 10)
+        sock.shutdown(socket.SHUT_WR)  # the end of stream comes after the updates
+        data = answer.partition(b"\r\n\r\n")[2]
+        while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 10):
+            data += chunk
+        replies = [payload[:2] for _, payload in parse_frames(data)[0]]
+        assert b"\x00\x01" in replies  # our step 1 was answered
+        assert await hub.get_text("loading") == expected
+    finally:
+        sock.close()
+        if path == "fast":
+            await server.close()
+        else:
+            server.stop()
+        await hub.close()
+
+
+async def test_the_101_and_the_first_messages_go_out_in_one_write(
+    servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast_port, _, _ = servers
+    writes: list[bytes] = []
+    real_write = asyncio.selector_events._SelectorSocketTransport.write  # type: ignore[attr-defined]
+
+    def write(transport: Any, data: bytes) -> None:
+        writes.append(bytes(data))
+        real_write(transport, data)
+
+    monkeypatch.setattr(asyncio.selector_events._SelectorSocketTransport, "write", write)  # type: ignore[attr-defined]
+    await YClient(f"ws://127.0.0.1:{fast_port}/ws/warm?token={token(['*'])}").connect()
+    writes.clear()  # the document is loaded now: this join does not wait
+    client = await YClient(f"ws://127.0.0.1:{fast_port}/ws/warm?token={token(['*'])}").connect()
+    first = next(w for w in writes if w.startswith(b"HTTP/1.1 101"))
+    frames, whole = parse_frames(first.partition(b"\r\n\r\n")[2])
+    assert whole and [payload[:2] for _, payload in frames][:1] == [b"\x00\x00"]  # step 1
+    await client.close()

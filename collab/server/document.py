@@ -50,6 +50,7 @@ from .session import Peer, Session
 __all__ = ["Document", "Phase"]
 
 _SYNC, _STEP1 = 0, 0  # the first two bytes of a sync step 1 message
+_EDITS = (1, 2)  # the second byte of a sync step 2 and of an update
 _FRESH_STEP1 = b"\x00\x00\x01\x00"  # a sync step 1 with an empty state vector
 FRESH_UPDATES = 2000  # at most this many updates since the snapshot go to a fresh client
 _AWARENESS = 1  # the first byte of a y-protocols awareness message
@@ -310,8 +311,8 @@ class Document:
                     self._remote(item)
                     continue
                 session, data = item
-                if session.peer not in self.sessions:
-                    continue  # gone meanwhile
+                if session.peer not in self.sessions and not _is_edit(data):
+                    continue  # gone meanwhile: nothing to answer (but what it wrote counts)
                 try:
                     effects = await self._receive_heavy(session, data)
                     self._received(session, data, effects)
@@ -688,6 +689,11 @@ class Document:
         self._carry_out(None, cursor, effects)
         if cursor is not None and not self.log.durable(cursor):
             await self.log.flush(cursor)
+
+
+def _is_edit(data: bytes) -> bool:
+    """Is ``data`` a sync step 2 or an update (content, whoever is still there to hear)?"""
+    return len(data) > 1 and data[0] == _SYNC and data[1] in _EDITS
 
 
 def _gone(phase: Phase) -> Exception:

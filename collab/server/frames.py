@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "binary_frame",
     "cached_deflated_frame",
     "compressor_for",
+    "deflated_fragments",
     "deflated_frame",
     "frame_head",
 ]
@@ -39,6 +41,9 @@ COMPRESS_MIN_BYTES = 16 << 10
 # and releases the GIL too; ISA-L always uses the whole window, so a client that
 # asked for a smaller one gets zlib's.
 COMPRESS_LEVEL = 1
+# A large message is compressed as a fragmented one, a fragment per this much
+# input, so the first is on the wire (and being inflated) while the rest are made.
+FRAGMENT_INPUT_BYTES = 1 << 20
 
 _isal: Any
 try:
@@ -48,7 +53,7 @@ except ImportError:  # pragma: no cover - a platform without python-isal's wheel
 
 
 class Compressor(Protocol):
-    def compress(self, data: bytes, /) -> bytes: ...
+    def compress(self, data: bytes | memoryview, /) -> bytes: ...
     def flush(self, mode: int, /) -> bytes: ...
 
 
@@ -111,3 +116,26 @@ def deflated_frame(data: bytes, window_bits: int) -> bytes:
         frame = frame_head(len(data)) + data
     _deflated[window_bits] = (data, frame)
     return frame
+
+
+def deflated_fragments(
+    data: bytes | memoryview, window_bits: int, piece_bytes: int = FRAGMENT_INPUT_BYTES
+) -> Iterator[bytes]:
+    """``data`` as one permessage-deflate message in several frames, each as it is made.
+
+    The first frame has RSV1 and the binary opcode, the others are
+    continuations, and the last (the compressor's flush, without the sync
+    tail) has FIN. Pure and safe in a thread: ``Deflation`` runs it there.
+    """
+    compressor = compressor_for(window_bits)
+    view = memoryview(data)
+    first = True
+    for start in range(0, len(view), piece_bytes):
+        body = compressor.compress(view[start : start + piece_bytes])
+        if body:
+            yield frame_head(len(body), 0x42 if first else 0x00) + body
+            first = False
+    tail = compressor.flush(zlib.Z_SYNC_FLUSH)
+    if tail.endswith(_SYNC_TAIL):
+        tail = tail[:-4]
+    yield frame_head(len(tail), 0xC2 if first else 0x80) + tail

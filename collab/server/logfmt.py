@@ -14,10 +14,15 @@
 
 Every string goes through ``core.auth.redact`` (both formats), so a
 ``?token=`` value never reaches a log, whatever a call site passed.
+
+``BatchedStreamHandler`` is what ``collab serve`` writes them with: the lines
+of one event-loop iteration in one write (5,000 handshakes are 5,000 access
+lines: one ``write`` each was a tenth of the server's time per connection).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import UTC, datetime
@@ -25,7 +30,7 @@ from typing import Any
 
 from ..core.auth import redact
 
-__all__ = ["TEXT", "JsonFormatter", "TextFormatter"]
+__all__ = ["TEXT", "BatchedStreamHandler", "JsonFormatter", "TextFormatter"]
 
 TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -72,6 +77,43 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             line["stack"] = redact(self.formatStack(record.stack_info))
         return json.dumps(line, allow_nan=False)  # ASCII: any name survives any stream
+
+
+class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A ``StreamHandler`` that writes the lines logged during one iteration of a
+    running event loop together, when it ends; lines from other threads at once.
+
+    ``flush()`` (called by ``logging.shutdown`` at exit) writes what waits.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on a loop's thread
+            super().emit(record)
+            return
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        if not self._lines:
+            loop.call_soon(self.flush)
+        self._lines.append(line + self.terminator)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+            lines, self._lines = self._lines, []
+            try:
+                if lines:
+                    self.stream.write("".join(lines))
+                super().flush()
+            except Exception:
+                logging.Handler.handleError(self, logging.makeLogRecord({"msg": "log write"}))
 
 
 def _event(record: logging.LogRecord) -> str:

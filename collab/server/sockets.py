@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -65,12 +64,12 @@ from ..core.errors import (
     UnsupportedData,
 )
 from ..storage.pools import started_pool
+from .deflation import Deflation
 from .frames import (
     COMPRESS_MIN_BYTES,
     binary_frame,
     cached_deflated_frame,
     deflated_frame,
-    frame_head,
 )
 from .session import Peer, Session
 
@@ -84,11 +83,10 @@ STREAM_MIN_BYTES = 1 << 20  # frames above this are written piecewise as the soc
 STREAM_CHUNK_BYTES = 256 << 10
 THREAD_MIN_BYTES = 256 << 10  # messages above this are compressed in a thread
 LARGE_FRAME_BYTES = 1 << 20  # frames from a client above this are unmasked and inflated there too
+JOIN_BUFFER_BYTES = 1 << 20  # read from a client while it joins; then reading pauses until it has
 
 # One thread compresses large messages (zlib releases the GIL): the loop goes on.
 _deflater: concurrent.futures.ThreadPoolExecutor | None = None
-# Compressions in flight, by (message id, window bits): each runs once for every socket.
-_jobs: dict[tuple[int, int], asyncio.Future[bytes]] = {}
 
 
 class _WireLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -151,9 +149,14 @@ class WebSocket(asyncio.Protocol):
     __slots__ = (
         "_bytes",
         "_closer",
+        "_corked",
+        "_deflation",
+        "_eof_held",
         "_expiry",
+        "_fragment",
         "_fragments",
         "_held",
+        "_joining",
         "_large",
         "_messages",
         "_on_lost",
@@ -199,9 +202,14 @@ class WebSocket(asyncio.Protocol):
                     self.deflate = ext.local_max_window_bits or 15
         self._held: limits.Outbox | None = None  # messages behind a compression or a stream
         self._stream: memoryview | None = None  # the rest of a large frame being written
+        self._deflation: Deflation | None = None  # a large message going out compressed
+        self._fragment = 0  # ...the index of its next fragment
         self._rx = b""  # the start of a frame not yet whole (``data_received``)
         self._slow = 0  # bytes websockets' parser is owed of its frame; < 0: all from now
         self._large: _LargeFrame | None = None  # a large frame from the client, being read
+        self._joining = True  # what arrives before ``start`` has joined waits in ``_rx``
+        self._eof_held = False  # ...and an end of stream, after it
+        self._corked: list[bytes] | None = None  # frames written as one, during ``start``
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.outbox: limits.Outbox | None = None
@@ -218,19 +226,25 @@ class WebSocket(asyncio.Protocol):
     async def start(self, name: str, greeting: bytes, early: bytes) -> None:
         """Send ``greeting`` (the 101 response), join ``name``, then read.
 
-        ``early`` is what the client sent right after its handshake; reading
-        waits for the join, so no message meets an unloaded document.
+        ``early`` is what the client sent right after its handshake; what arrives
+        during the join waits for it, so no message meets an unloaded document.
+        The 101 and the join's first messages go out in one write, unless the
+        join has to wait (a document loading): then the 101 goes at once.
         """
         assert self.transport is not None
-        self.transport.write(greeting)
+        self._corked = [greeting]
+        asyncio.get_running_loop().call_soon(self._uncork)  # runs if the join waits
         try:
             self.session = await self.gateway.join(name, self, self.permission, self.id, self.ip)
         except CollabError as exc:
+            self._uncork()
             self.refuse(exc)  # and read on, for the client's answer to the close
         except Exception:
+            self._uncork()
             log.exception("error joining %r", name)
             self.refuse(CollabError("internal error"))
         else:
+            self._uncork()
             if self.transport is None:  # gone while the document loaded
                 self._leave()
                 return
@@ -241,23 +255,34 @@ class WebSocket(asyncio.Protocol):
         if self.transport is None:
             return
         self.gateway.sockets.add(self)  # pinged from now on, while its answers are read
-        if early:
-            self.data_received(early)  # frames are ignored if refused, but parsed
+        self._joining = False
+        waited, self._rx = self._rx, b""
+        data = early + waited if waited else early
+        if data:
+            self.data_received(data)  # frames are ignored if refused, but parsed
+        if self._eof_held and self.transport is not None:
+            self._eof_held = False
+            self.eof_received()
+            self.transport.close()
         opening = self._large is not None and self._large.opening  # reads on once it is opened
         if self.transport is not None and not self.transport.is_closing() and not opening:
-            self.transport.resume_reading()
+            self.transport.resume_reading()  # paused if much came during the join
+
+    def _uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        transport.pause_reading()  # until ``start`` has joined the document
         bound = self.gateway.limits.max_pending_bytes
         if bound > 0:
             transport.set_write_buffer_limits(high=max(bound // 4, 1))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self._held = self._stream = None
+        self._held = self._stream = self._deflation = None
         for timer in (self._expiry, self._closer):
             if timer is not None:
                 timer.cancel()
@@ -269,6 +294,9 @@ class WebSocket(asyncio.Protocol):
             self._on_lost = None
 
     def eof_received(self) -> bool | None:
+        if self._joining:
+            self._eof_held = True
+            return True  # kept open: the end is read after what came before it
         self.wire.receive_eof()
         self._flush_wire()
         return None  # the transport closes itself
@@ -287,6 +315,11 @@ class WebSocket(asyncio.Protocol):
         error or the close, websockets takes everything (``_slow`` < 0).
         """
         self.alive = True
+        if self._joining:
+            self._rx += data
+            if len(self._rx) > JOIN_BUFFER_BYTES and self.transport is not None:
+                self.transport.pause_reading()  # until the join is done
+            return
         if self._rx:
             data, self._rx = self._rx + data, b""
         pos, end = 0, len(data)
@@ -466,14 +499,12 @@ class WebSocket(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.wire.state is not OPEN or transport.is_closing():
             return
-        if self.deflate and len(data) >= COMPRESS_MIN_BYTES:
-            frame = cached_deflated_frame(data, self.deflate)
-            if frame is None:
-                if len(data) >= THREAD_MIN_BYTES:
-                    self._compress(data)
-                    return
-                frame = deflated_frame(data, self.deflate)
-            self._write(frame)
+        if self.deflate and len(data) >= THREAD_MIN_BYTES:
+            self._compress(data)
+        elif self.deflate and len(data) >= COMPRESS_MIN_BYTES:
+            self._write(
+                cached_deflated_frame(data, self.deflate) or deflated_frame(data, self.deflate)
+            )
         else:
             self._write(binary_frame(data))
 
@@ -485,25 +516,55 @@ class WebSocket(asyncio.Protocol):
         """Write a whole frame now, or start streaming a large one."""
         assert self.transport is not None
         if len(frame) <= STREAM_MIN_BYTES:
-            self.transport.write(frame)
+            if self._corked is not None:
+                self._corked.append(frame)
+            else:
+                self.transport.write(frame)
             return
+        self._uncork()
         if self._held is None:
             self._held = limits.Outbox(self.gateway.limits.max_pending_bytes)
         self._stream = memoryview(frame)
         self._pump()
 
     def _pump(self) -> None:
-        """Write the large frame's next pieces until the transport pushes back or it is out."""
-        while self._stream is not None:
+        """Write the large frame's next pieces, or the compressed message's next fragments,
+        until the transport pushes back, the next fragment is still being made, or all is out."""
+        while True:
             transport = self.transport
             if transport is None:
                 return
             if self.outbox is not None:  # paused: ``resume_writing`` pumps on
                 return
-            chunk, rest = self._stream[:STREAM_CHUNK_BYTES], self._stream[STREAM_CHUNK_BYTES:]
-            self._stream = rest if len(rest) else None
-            transport.write(chunk)
+            if self._stream is not None:
+                chunk, rest = self._stream[:STREAM_CHUNK_BYTES], self._stream[STREAM_CHUNK_BYTES:]
+                self._stream = rest if len(rest) else None
+                transport.write(chunk)
+                continue
+            deflation = self._deflation
+            if deflation is None:
+                break
+            if deflation.failed:  # nothing may follow half a message but a close
+                self._deflation = self._held = None
+                self.refuse(CollabError("internal error"))
+                return
+            if self.wire.state is not OPEN:  # a close frame went out between two fragments
+                self._deflation = None
+                break
+            if self._fragment < len(deflation.frames):
+                frame = deflation.frames[self._fragment]
+                self._fragment += 1
+                self._stream = memoryview(frame)
+                continue
+            if not deflation.done:
+                deflation.readers.add(self)  # ``fragment_ready`` pumps on
+                return
+            self._deflation = None
         self._release()
+
+    def fragment_ready(self) -> None:
+        """The compressed message being sent has another fragment (or is complete)."""
+        self._pump()
 
     def _release(self) -> None:
         """The frame in the way is out: send what waited behind it, in order."""
@@ -514,28 +575,14 @@ class WebSocket(asyncio.Protocol):
                 self.send(message)
 
     def _compress(self, data: bytes) -> None:
-        """Compress a large message in the deflate thread; hold what follows until it is sent."""
-        self._held = limits.Outbox(self.gateway.limits.max_pending_bytes)
-        key = (id(data), self.deflate)
-        job = _jobs.get(key)
-        if job is None:
-            loop = asyncio.get_running_loop()
-            job = _jobs[key] = loop.run_in_executor(deflater(), deflated_frame, data, self.deflate)
-            job.add_done_callback(functools.partial(_forget, key))
-        job.add_done_callback(functools.partial(self._compressed, data))
-
-    def _compressed(self, data: bytes, job: asyncio.Future[bytes]) -> None:
-        if self.transport is None or self._held is None:
-            return  # gone, or closed for falling behind
-        if job.cancelled() or job.exception() is not None:
-            log.error("compressing %d bytes failed: %r", len(data), job)
-            frame = frame_head(len(data)) + data
-        else:
-            frame = job.result()
-        if self.wire.state is OPEN and not self.transport.is_closing():
-            self._write(frame)
-        if self._stream is None:
-            self._release()
+        """Send a large message compressed, each fragment as the deflate thread makes it
+        (``Deflation``: once per message and window); hold what follows until it is out."""
+        self._uncork()
+        if self._held is None:
+            self._held = limits.Outbox(self.gateway.limits.max_pending_bytes)
+        self._deflation = Deflation.of(data, self.deflate, deflater())
+        self._fragment = 0
+        self._pump()
 
     def pause_writing(self) -> None:
         if self.outbox is None and self.wire.state is OPEN:
@@ -544,7 +591,7 @@ class WebSocket(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.alive = True  # the client is reading
         outbox, self.outbox = self.outbox, None
-        if self._stream is not None:
+        if self._stream is not None or self._deflation is not None:
             if outbox is not None and self._held is not None:
                 for message in outbox.take():  # none expected: sends wait in ``_held``
                     self._held.put(message)
@@ -567,8 +614,9 @@ class WebSocket(asyncio.Protocol):
         if self.transport is None or self.wire.state is not OPEN:
             return
         self._log_refusal(exc.reason, exc.close_code)
-        if isinstance(exc, Unauthorized | Forbidden) and self._stream is None:
+        if isinstance(exc, Unauthorized | Forbidden) and not self._mid_message:
             # y-websocket reconnects on any close; the auth message says why.
+            self._uncork()
             self.transport.write(binary_frame(protocol.encode(protocol.Auth(exc.reason))))
         self._leave()
         self.close(exc.close_code, exc.reason)
@@ -587,6 +635,11 @@ class WebSocket(asyncio.Protocol):
 
     # -- internals --------------------------------------------------------------------
 
+    @property
+    def _mid_message(self) -> bool:
+        """Is a message partly written (no data frame may go out until it is done)?"""
+        return self._stream is not None or self._deflation is not None
+
     def _flush_wire(self) -> None:
         """Write what the protocol produced (pongs, close frames); end the TCP stream."""
         wire, transport = self.wire, self.transport
@@ -600,6 +653,7 @@ class WebSocket(asyncio.Protocol):
             self._closer = loop.call_later(CLOSE_TIMEOUT, transport.abort)
 
     def _write_wire(self, transport: asyncio.Transport) -> None:
+        self._uncork()
         for data in self.wire.data_to_send():
             if data is SEND_EOF or not data:
                 transport.close()  # once the buffer is flushed...
@@ -670,10 +724,6 @@ def deflater() -> concurrent.futures.ThreadPoolExecutor:
     if _deflater is None:
         _deflater = started_pool(1, "collab-deflate")
     return _deflater
-
-
-def _forget(key: tuple[int, int], _job: asyncio.Future[bytes]) -> None:
-    _jobs.pop(key, None)
 
 
 class Sockets:

@@ -191,7 +191,9 @@ class YjsHandler(TokenSafeLogs, tornado.web.RequestHandler):
         ws = WebSocket(self.hub.gateway, self.permission, ip, size, release, server.extensions)
         early = b""
         if isinstance(stream, tornado.iostream.SSLIOStream):
-            IOStreamTransport(stream, ws)  # TLS stays with Tornado; reads start after the join
+            # TLS stays with Tornado, which cannot read an end of stream apart from the
+            # close: nothing is read until the join is done.
+            IOStreamTransport(stream, ws).pause_reading()
         else:
             early = bytes(stream._read_buffer[: stream._read_buffer_size])  # after the headers
             sock = stream.socket

@@ -203,10 +203,11 @@ class FastUpgrades:
                 break
         return _Plan(request, route, raw, key[0].encode(), extensions, header)
 
-    async def upgrade(
-        self, transport: asyncio.Transport, plan: _Plan, early: bytes, head: bytes
-    ) -> None:
-        """Admit and answer the upgrade of ``plan``, or give it to Tornado."""
+    async def upgrade(self, transport: asyncio.Transport, plan: _Plan, reader: _Head) -> None:
+        """Admit and answer the upgrade of ``plan``, or give it to Tornado.
+
+        ``reader`` holds the request and what the client sent after it.
+        """
         route, request = plan.route, plan.request
         hub = route.hub
         peer = transport.get_extra_info("peername")
@@ -226,7 +227,7 @@ class FastUpgrades:
             )
         except Exception as exc:
             log.debug("upgrade refused here, handed to the handler: %r", exc)
-            self.handoff(transport, head)  # refused: the handler says so, and logs it
+            self.handoff(transport, reader.buffer)  # refused: the handler says so, and logs it
             return
         if transport.is_closing():
             hub.ips.release(ip)
@@ -249,7 +250,7 @@ class FastUpgrades:
         ws = WebSocket(hub.gateway, permission, ip, size, release, plan.extensions)
         transport.set_protocol(ws)
         ws.connection_made(transport)
-        await ws.start(name, greeting, early)
+        await ws.start(name, greeting, reader.buffer[reader.head_bytes :])
 
     @staticmethod
     def _log(
@@ -299,11 +300,12 @@ class FastUpgrades:
 class _Head(asyncio.Protocol):
     """A new connection until its request head is read."""
 
-    __slots__ = ("buffer", "fast", "started", "timer", "transport")
+    __slots__ = ("buffer", "fast", "head_bytes", "started", "timer", "transport")
 
     def __init__(self, fast: FastUpgrades) -> None:
         self.fast = fast
-        self.buffer = b""
+        self.buffer = b""  # the request head, and once it is read what follows it
+        self.head_bytes = 0  # the head's length with its blank line, once it is read
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.started = time.monotonic()
@@ -318,6 +320,11 @@ class _Head(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         transport = self.transport
         assert transport is not None
+        if self.head_bytes:  # being upgraded: kept for the WebSocket or for Tornado
+            self.buffer += data
+            if len(self.buffer) > self.fast.max_header_bytes + self.head_bytes:
+                transport.pause_reading()  # the WebSocket reads on once it has joined
+            return
         buffer = self.buffer + data if self.buffer else data
         end = buffer.find(b"\r\n\r\n")
         if end < 0 or end + 4 > self.fast.max_header_bytes:
@@ -328,7 +335,6 @@ class _Head(asyncio.Protocol):
                 self.buffer = buffer
             return
         self._done()
-        transport.pause_reading()
         try:
             plan = self.fast.plan(buffer[:end])
         except Exception:
@@ -337,11 +343,11 @@ class _Head(asyncio.Protocol):
         if plan is None:
             self.fast.handoff(transport, buffer)
             return
-        task = asyncio.ensure_future(self.fast.upgrade(transport, plan, buffer[end + 4 :], buffer))
+        self.buffer, self.head_bytes = buffer, end + 4
+        task = asyncio.ensure_future(self.fast.upgrade(transport, plan, self))
         task.add_done_callback(_log_failure)
 
     def _done(self) -> None:
-        self.buffer = b""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

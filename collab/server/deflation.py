@@ -1,0 +1,85 @@
+"""A large message compressed once per window size, fragment by fragment, for every socket.
+
+A fresh client's step 2 of a 50 MB document is compressed in the deflate
+thread (``frames.deflated_fragments``). Each fragment goes to the loop as soon
+as it is made, and every socket sending that message writes it as its
+transport drains, so the client inflates the first fragments while the last
+are still being made: the compression no longer adds its whole time to the
+sync. The finished fragments are kept for the last large message per window,
+as ``frames`` keeps a smaller message's frame, so the next fresh client of an
+unchanged document gets them without compressing again.
+
+Readers (``WebSocket``) call ``Deflation.of`` to join the running or last one,
+read ``frames`` from their own index, and wait in ``readers`` for
+``fragment_ready`` when they have caught up with a compression still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from typing import Protocol
+
+from .frames import deflated_fragments
+
+__all__ = ["Deflation", "Reader"]
+
+log = logging.getLogger("collab.sockets")
+
+_last: dict[int, Deflation] = {}  # window bits -> the last large message's compression
+
+
+class Reader(Protocol):
+    def fragment_ready(self) -> None:
+        """Another fragment was made, or the compression ended."""
+
+
+class Deflation:
+    """``data`` compressed for ``window_bits``: ``frames`` so far, ``done`` once all are."""
+
+    __slots__ = ("data", "done", "failed", "frames", "readers", "window_bits")
+
+    def __init__(self, data: bytes, window_bits: int) -> None:
+        self.data = data
+        self.window_bits = window_bits
+        self.frames: list[bytes] = []
+        self.done = False
+        self.failed = False  # nothing more comes; readers close their socket
+        self.readers: set[Reader] = set()
+
+    @classmethod
+    def of(cls, data: bytes, window_bits: int, executor: concurrent.futures.Executor) -> Deflation:
+        """The compression of ``data`` for ``window_bits``: the running or last one, else
+        a new one started in ``executor``."""
+        last = _last.get(window_bits)
+        if last is not None and last.data is data and not last.failed:
+            return last
+        deflation = _last[window_bits] = cls(data, window_bits)
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(executor, deflation._make, loop)
+        job.add_done_callback(deflation._made)
+        return deflation
+
+    def _make(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In the thread: hand each fragment to the loop as soon as it is made."""
+        for frame in deflated_fragments(self.data, self.window_bits):
+            loop.call_soon_threadsafe(self._add, frame)
+
+    def _add(self, frame: bytes) -> None:
+        self.frames.append(frame)
+        self._wake()
+
+    def _made(self, job: asyncio.Future[None]) -> None:
+        if job.cancelled() or job.exception() is not None:
+            log.error("compressing %d bytes failed: %r", len(self.data), job)
+            self.failed = True
+            if _last.get(self.window_bits) is self:
+                del _last[self.window_bits]
+        self.done = True  # after every ``_add``: those were queued on the loop before this
+        self._wake()
+
+    def _wake(self) -> None:
+        readers, self.readers = self.readers, set()
+        for reader in readers:
+            reader.fragment_ready()
