@@ -4,11 +4,12 @@ A 50 MB document (tests/bigdoc.py: text, a map and an array, seeded) is
 imported into a data directory and served by a real ``collab serve``; a stock
 y-websocket client (Node) syncs it (the editor page in Chromium: in
 test_bigdocs_page.py) through a
-proxy throttled to 1.5 MB/s (tests/throttle.py). Uncompressed, its step 2
-would take 33 s there, past the 30 s after which a stock client drops a
-silent socket and starts over; compressed (permessage-deflate, which both
-offer) it takes about 14 s. The facts each client reports (text length and
-SHA-256, map and array sizes) must be the document's, after one connection.
+proxy throttled to 1.5 MB/s (tests/throttle.py). As one plain message its
+step 2 would take 33 s there, past the 30 s after which a stock client drops
+a silent socket and starts over; it goes in parts (``server/split.py``), the
+later ones compressed once the link shows it is slow (permessage-deflate,
+which both offer), in about 13 s. The facts each client reports (text length
+and SHA-256, map and array sizes) must be the document's, after one connection.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .jsclient import JsPeers
 from .server import ServerProcess
 from .throttle import Throttle
 from .wait import eventually
-from .wire import client_frame, parse_frames, raw_connect
+from .wire import FrameReader, client_frame, deflate_connect, parse_frames, raw_connect
 
 RATE = 1.5e6  # bytes per second each way: 33 s for the plain step 2, ~14 s compressed
 
@@ -106,31 +107,6 @@ def _compressed_frame(payload: bytes) -> bytes:
     return client_frame(0xC2, _deflate(payload))
 
 
-async def _deflate_connect(port: int, path: str) -> tuple[socket.socket, bytes]:
-    """A handshake offering permessage-deflate; returns the socket and the response head."""
-    import base64
-    import os
-
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
-    )
-    await loop.sock_sendall(sock, request.encode())
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), 10)
-        assert chunk, "closed during the handshake"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return sock, head + b"\r\n\r\n" + rest
-
-
 async def _frames_until_close(sock: socket.socket, first: bytes) -> list[tuple[int, bytes]]:
     loop = asyncio.get_running_loop()
     data = first.partition(b"\r\n\r\n")[2]
@@ -148,7 +124,7 @@ async def _frames_until_close(sock: socket.socket, first: bytes) -> list[tuple[i
 async def test_the_server_negotiates_permessage_deflate_and_reads_compressed_messages(
     port, hub
 ) -> None:
-    sock, first = await _deflate_connect(port, "/ws/squeezed")
+    sock, first = await deflate_connect(port, "/ws/squeezed")
     try:
         head = first.partition(b"\r\n\r\n")[0].decode().lower()
         assert head.startswith("http/1.1 101")
@@ -183,8 +159,8 @@ async def test_a_compression_bomb_is_refused_with_1009(port, hub) -> None:
 async def _close_code_beside_an_honest_client(port: int, hub: Any, name: str, frame: bytes) -> int:
     """Send ``frame`` on one connection to ``name``; return the code it is closed with,
     once another connection to that document has synced on (the server is fine)."""
-    honest_sock, _ = await _deflate_connect(port, f"/ws/{name}")
-    sock, first = await _deflate_connect(port, f"/ws/{name}")
+    honest_sock, _ = await deflate_connect(port, f"/ws/{name}")
+    sock, first = await deflate_connect(port, f"/ws/{name}")
     loop = asyncio.get_running_loop()
     try:
         await loop.sock_sendall(sock, frame)
@@ -200,55 +176,12 @@ async def _close_code_beside_an_honest_client(port: int, hub: Any, name: str, fr
         honest_sock.close()
 
 
-class FrameReader:
-    """Raw frames (headers included) from a socket, after the response head ``first``."""
-
-    def __init__(self, sock: socket.socket, first: bytes) -> None:
-        self.sock, self.data = sock, first.partition(b"\r\n\r\n")[2]
-
-    async def frame(self) -> bytes:
-        loop = asyncio.get_running_loop()
-        while True:
-            data = self.data
-            if len(data) >= 2:
-                size, head = data[1] & 0x7F, 2
-                if size == 126:
-                    size, head = int.from_bytes(data[2:4], "big"), 4
-                elif size == 127:
-                    size, head = int.from_bytes(data[2:10], "big"), 10
-                if len(data) >= head + size:
-                    self.data = data[head + size :]
-                    return data[: head + size]
-            chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 1 << 20), 10)
-            assert chunk, "closed"
-            self.data += chunk
-
-    async def compressed(self) -> bytes:
-        """The first frame of the next compressed message (RSV1 set)."""
-        while not (frame := await self.frame())[0] & 0x40:
-            pass
-        return frame
-
-    async def rest_of_message(self, first: bytes) -> tuple[list[bytes], bytes]:
-        """Its raw frames, from ``first`` to FIN, and its payload (theirs joined)."""
-        frames = [first]
-        while not frames[-1][0] & 0x80:
-            frame = await self.frame()
-            if frame[0] & 0x0F == 0:  # a continuation (a ping may come between them)
-                frames.append(frame)
-        return frames, b"".join(_payload(f) for f in frames)
-
-
 async def _read_compressed_messages(
     sock: socket.socket, first: bytes, count: int
 ) -> list[tuple[list[bytes], bytes]]:
     """The first ``count`` compressed messages after the response head ``first``."""
     reader = FrameReader(sock, first)
     return [await reader.rest_of_message(await reader.compressed()) for _ in range(count)]
-
-
-def _payload(frame: bytes) -> bytes:
-    return frame[{126: 4, 127: 10}.get(frame[1] & 0x7F, 2) :]
 
 
 @pytest.mark.parametrize("size", [100_000, 600_000])  # compressed inline, and in the thread
@@ -270,7 +203,7 @@ async def test_a_large_relay_is_compressed_once_for_every_peer(
 
     monkeypatch.setattr(frames, "compressor_for", counting)
     name = f"fan-{size}"
-    peers = [await _deflate_connect(port, f"/ws/{name}") for _ in range(3)]
+    peers = [await deflate_connect(port, f"/ws/{name}") for _ in range(3)]
     loop = asyncio.get_running_loop()
     try:
         await eventually(
@@ -312,7 +245,7 @@ async def test_a_large_frame_and_the_one_behind_it_are_taken_in_order(
 
     name = f"large-{int(compressed)}"
     reader = await raw_connect(port, f"/ws/{name}", rcvbuf=1 << 20)
-    sock, _ = await _deflate_connect(port, f"/ws/{name}")
+    sock, _ = await deflate_connect(port, f"/ws/{name}")
     loop = asyncio.get_running_loop()
     try:
         await eventually(
@@ -415,7 +348,7 @@ async def test_a_large_step_2_goes_out_compressed_while_it_is_still_being_compre
             return len(await hub.get_text("streamed") or "") > 3_000_000
 
         await eventually(stored)
-        readers += [await _deflate_connect(port, "/ws/streamed") for _ in range(2)]
+        readers += [await deflate_connect(port, "/ws/streamed") for _ in range(2)]
         step1 = client_frame(0x82, protocol.encode(SyncStep1(b"\x00")))
         for sock, _ in readers:
             await loop.sock_sendall(sock, step1)

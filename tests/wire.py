@@ -15,7 +15,16 @@ import struct
 
 from websockets.utils import apply_mask
 
-__all__ = ["client_frame", "parse_frames", "raw_connect", "read_frames", "upgrade_request"]
+__all__ = [
+    "FrameReader",
+    "client_frame",
+    "deflate_connect",
+    "frame_payload",
+    "parse_frames",
+    "raw_connect",
+    "read_frames",
+    "upgrade_request",
+]
 
 
 def upgrade_request(port: int, path: str) -> bytes:
@@ -92,3 +101,69 @@ def client_frame(first_byte: int, payload: bytes, masked: bool = True) -> bytes:
         return head + payload
     mask = b"\x01\x02\x03\x04"
     return head + mask + apply_mask(payload, mask)
+
+
+async def deflate_connect(port: int, path: str) -> tuple[socket.socket, bytes]:
+    """A handshake offering permessage-deflate; returns the socket and the response head."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    )
+    await loop.sock_sendall(sock, request.encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), 10)
+        assert chunk, "closed during the handshake"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return sock, head + b"\r\n\r\n" + rest
+
+
+class FrameReader:
+    """Raw frames (headers included) from a socket, after the response head ``first``."""
+
+    def __init__(self, sock: socket.socket, first: bytes) -> None:
+        self.sock, self.data = sock, first.partition(b"\r\n\r\n")[2]
+
+    async def frame(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        while True:
+            data = self.data
+            if len(data) >= 2:
+                size, head = data[1] & 0x7F, 2
+                if size == 126:
+                    size, head = int.from_bytes(data[2:4], "big"), 4
+                elif size == 127:
+                    size, head = int.from_bytes(data[2:10], "big"), 10
+                if len(data) >= head + size:
+                    self.data = data[head + size :]
+                    return data[: head + size]
+            chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 1 << 20), 10)
+            assert chunk, "closed"
+            self.data += chunk
+
+    async def compressed(self) -> bytes:
+        """The first frame of the next compressed message (RSV1 set)."""
+        while not (frame := await self.frame())[0] & 0x40:
+            pass
+        return frame
+
+    async def rest_of_message(self, first: bytes) -> tuple[list[bytes], bytes]:
+        """Its raw frames, from ``first`` to FIN, and its payload (theirs joined)."""
+        frames = [first]
+        while not frames[-1][0] & 0x80:
+            frame = await self.frame()
+            if frame[0] & 0x0F == 0:  # a continuation (a ping may come between them)
+                frames.append(frame)
+        return frames, b"".join(frame_payload(f) for f in frames)
+
+
+def frame_payload(frame: bytes) -> bytes:
+    """The payload of one unmasked frame (header included in ``frame``)."""
+    return frame[{126: 4, 127: 10}.get(frame[1] & 0x7F, 2) :]

@@ -5,11 +5,11 @@ thread (``frames.deflated_fragments``). Each fragment goes to the loop as soon
 as it is made, and every socket sending that message writes it as its
 transport drains, so the client inflates the first fragments while the last
 are still being made: the compression no longer adds its whole time to the
-sync. The finished fragments are kept for the last large message per window,
-as ``frames`` keeps a smaller message's frame, so the next fresh client of an
-unchanged document gets them without compressing again.
+sync. The finished fragments of the last large messages (``KEPT_BYTES`` of
+input in all) are kept, so the next fresh client of an unchanged document,
+or the next part of a split step 2 (``split``), is not compressed again.
 
-Readers (``WebSocket``) call ``Deflation.of`` to join the running or last one,
+Readers (``WebSocket``) call ``Deflation.of`` to join the running or kept one,
 read ``frames`` from their own index, and wait in ``readers`` for
 ``fragment_ready`` when they have caught up with a compression still running.
 """
@@ -19,15 +19,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+from collections import OrderedDict
 from typing import Protocol
 
 from .frames import deflated_fragments
 
-__all__ = ["Deflation", "Reader"]
+__all__ = ["KEPT_BYTES", "Deflation", "Reader"]
 
 log = logging.getLogger("collab.sockets")
 
-_last: dict[int, Deflation] = {}  # window bits -> the last large message's compression
+KEPT_BYTES = 256 << 20
+# (id(message), window bits) -> its compression, least recent first
+_kept: OrderedDict[tuple[int, int], Deflation] = OrderedDict()
 
 
 class Reader(Protocol):
@@ -52,10 +55,16 @@ class Deflation:
     def of(cls, data: bytes, window_bits: int, executor: concurrent.futures.Executor) -> Deflation:
         """The compression of ``data`` for ``window_bits``: the running or last one, else
         a new one started in ``executor``."""
-        last = _last.get(window_bits)
-        if last is not None and last.data is data and not last.failed:
-            return last
-        deflation = _last[window_bits] = cls(data, window_bits)
+        key = (id(data), window_bits)
+        kept = _kept.get(key)
+        if kept is not None and kept.data is data and not kept.failed:
+            _kept.move_to_end(key)
+            return kept
+        deflation = _kept[key] = cls(data, window_bits)
+        total = sum(len(d.data) for d in _kept.values())
+        while total > KEPT_BYTES and len(_kept) > 1:
+            _, old = _kept.popitem(last=False)
+            total -= len(old.data)
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(executor, deflation._make, loop)
         job.add_done_callback(deflation._made)
@@ -74,8 +83,9 @@ class Deflation:
         if job.cancelled() or job.exception() is not None:
             log.error("compressing %d bytes failed: %r", len(self.data), job)
             self.failed = True
-            if _last.get(self.window_bits) is self:
-                del _last[self.window_bits]
+            key = (id(self.data), self.window_bits)
+            if _kept.get(key) is self:
+                del _kept[key]
         self.done = True  # after every ``_add``: those were queued on the loop before this
         self._wake()
 

@@ -70,8 +70,10 @@ from .frames import (
     binary_frame,
     cached_deflated_frame,
     deflated_frame,
+    frame_head,
 )
 from .session import Peer, Session
+from .split import SPLIT_MIN_BYTES, LinkRate, Split
 
 __all__ = ["Gateway", "SocketLimits", "Sockets", "WebSocket"]
 
@@ -83,6 +85,7 @@ STREAM_MIN_BYTES = 1 << 20  # frames above this are written piecewise as the soc
 STREAM_CHUNK_BYTES = 256 << 10
 THREAD_MIN_BYTES = 256 << 10  # messages above this are compressed in a thread
 LARGE_FRAME_BYTES = 1 << 20  # frames from a client above this are unmasked and inflated there too
+_STEP2 = b"\x00\x01"  # the first two bytes of a sync step 2
 JOIN_BUFFER_BYTES = 1 << 20  # read from a client while it joins; then reading pauses until it has
 
 # One thread compresses large messages (zlib releases the GIL): the loop goes on.
@@ -158,10 +161,13 @@ class WebSocket(asyncio.Protocol):
         "_held",
         "_joining",
         "_large",
+        "_link",
         "_messages",
         "_on_lost",
+        "_part",
         "_rx",
         "_slow",
+        "_split",
         "_stream",
         "alive",
         "deflate",
@@ -204,6 +210,9 @@ class WebSocket(asyncio.Protocol):
         self._stream: memoryview | None = None  # the rest of a large frame being written
         self._deflation: Deflation | None = None  # a large message going out compressed
         self._fragment = 0  # ...the index of its next fragment
+        self._split: Split | None = None  # a large step 2 going out in parts
+        self._part = 0  # ...the index of its next part
+        self._link: LinkRate | None = None  # ...how fast its parts have left
         self._rx = b""  # the start of a frame not yet whole (``data_received``)
         self._slow = 0  # bytes websockets' parser is owed of its frame; < 0: all from now
         self._large: _LargeFrame | None = None  # a large frame from the client, being read
@@ -282,7 +291,7 @@ class WebSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self._held = self._stream = self._deflation = None
+        self._held = self._stream = self._deflation = self._split = None
         for timer in (self._expiry, self._closer):
             if timer is not None:
                 timer.cancel()
@@ -499,7 +508,9 @@ class WebSocket(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.wire.state is not OPEN or transport.is_closing():
             return
-        if self.deflate and len(data) >= THREAD_MIN_BYTES:
+        if len(data) >= SPLIT_MIN_BYTES and data[:2] == _STEP2:
+            self._send_split(data)
+        elif self.deflate and len(data) >= THREAD_MIN_BYTES:
             self._compress(data)
         elif self.deflate and len(data) >= COMPRESS_MIN_BYTES:
             self._write(
@@ -542,25 +553,54 @@ class WebSocket(asyncio.Protocol):
                 transport.write(chunk)
                 continue
             deflation = self._deflation
-            if deflation is None:
-                break
-            if deflation.failed:  # nothing may follow half a message but a close
-                self._deflation = self._held = None
-                self.refuse(CollabError("internal error"))
-                return
-            if self.wire.state is not OPEN:  # a close frame went out between two fragments
+            if deflation is not None:
+                if deflation.failed:  # nothing may follow half a message but a close
+                    self._deflation = self._split = self._held = None
+                    self.refuse(CollabError("internal error"))
+                    return
+                if self.wire.state is not OPEN:  # a close frame went out between two fragments
+                    self._deflation = self._split = None
+                    break
+                if self._fragment < len(deflation.frames):
+                    frame = deflation.frames[self._fragment]
+                    self._fragment += 1
+                    self._stream = memoryview(frame)
+                    continue
+                if not deflation.done:
+                    deflation.readers.add(self)  # ``fragment_ready`` pumps on
+                    return
                 self._deflation = None
-                break
-            if self._fragment < len(deflation.frames):
-                frame = deflation.frames[self._fragment]
-                self._fragment += 1
-                self._stream = memoryview(frame)
                 continue
-            if not deflation.done:
-                deflation.readers.add(self)  # ``fragment_ready`` pumps on
-                return
-            self._deflation = None
+            if self._split is None or not self._next_part(transport):
+                break
         self._release()
+
+    def _next_part(self, transport: asyncio.Transport) -> bool:
+        """Start the next part of the split step 2; False once there is none (or it waits)."""
+        split = self._split
+        assert split is not None
+        if not split.done:
+            split.readers.add(self)  # ``fragment_ready`` pumps on once it is cut
+            return False
+        if self._part >= len(split.parts) or self.wire.state is not OPEN:
+            self._split = self._link = None
+            return True  # and the pump releases what waited
+        part = split.parts[self._part]
+        self._part += 1
+        if self._link is None:  # judged from the first part on
+            self._link = LinkRate(time.monotonic())
+        link = self._link
+        if self.deflate and (
+            len(split.parts) == 1 or link.slow(time.monotonic(), transport.get_write_buffer_size())
+        ):
+            self._deflation = Deflation.of(part, self.deflate, deflater())
+            self._fragment = 0
+        else:
+            head = frame_head(len(part))
+            transport.write(head)
+            self._stream = memoryview(part)
+        link.sent += len(part)
+        return True
 
     def fragment_ready(self) -> None:
         """The compressed message being sent has another fragment (or is complete)."""
@@ -573,6 +613,17 @@ class WebSocket(asyncio.Protocol):
         if held is not None:
             for message in held.take():
                 self.send(message)
+
+    def _send_split(self, data: bytes) -> None:
+        """Send a large step 2 as the parts ``Split`` cuts it into, each compressed only
+        once the link has shown it is slow (``LinkRate``); hold what follows until it is out."""
+        self._uncork()
+        if self._held is None:
+            self._held = limits.Outbox(self.gateway.limits.max_pending_bytes)
+        self._split = Split.of(data, deflater())
+        self._part = 0
+        self._link = None
+        self._pump()
 
     def _compress(self, data: bytes) -> None:
         """Send a large message compressed, each fragment as the deflate thread makes it
@@ -591,7 +642,7 @@ class WebSocket(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.alive = True  # the client is reading
         outbox, self.outbox = self.outbox, None
-        if self._stream is not None or self._deflation is not None:
+        if self._mid_message:
             if outbox is not None and self._held is not None:
                 for message in outbox.take():  # none expected: sends wait in ``_held``
                     self._held.put(message)
@@ -638,7 +689,7 @@ class WebSocket(asyncio.Protocol):
     @property
     def _mid_message(self) -> bool:
         """Is a message partly written (no data frame may go out until it is done)?"""
-        return self._stream is not None or self._deflation is not None
+        return self._stream is not None or self._deflation is not None or self._split is not None
 
     def _flush_wire(self) -> None:
         """Write what the protocol produced (pongs, close frames); end the TCP stream."""

@@ -890,21 +890,35 @@ function bigDocument (size, seed) {
 }
 
 /** One fresh client: connect, send an empty step 1, time until the whole step 2 arrived. */
+/**
+ * A fresh client's sync of a large document: from connecting until the step 2 arrived and
+ * everything received was applied to a Y.Doc (a server may send updates before its step 2: a
+ * large one in parts). `bytes` counts every sync message; `length` is the text then held.
+ */
 function freshBig (url, deflate, timeout = 120000) {
   return new Promise((resolve, reject) => {
     const t0 = now()
+    const doc = new Y.Doc()
+    let bytes = 0
     const ws = new WebSocket(url, { perMessageDeflate: deflate, maxPayload: 512 << 20 })
     ws.binaryType = 'nodebuffer'
     const timer = setTimeout(() => { ws.terminate(); reject(new Error('timeout')) }, timeout)
     ws.on('open', () => ws.send(step1Empty))
     ws.on('message', (data) => {
-      if (data[0] === 0 && data[1] === SYNC_STEP1) ws.send(step2Empty)
-      else if (data[0] === 0 && data[1] === SYNC_STEP2) {
+      if (data[0] !== 0) return
+      if (data[1] === SYNC_STEP1) {
+        ws.send(step2Empty)
+        return
+      }
+      bytes += data.length
+      Y.applyUpdate(doc, syncPayload(data))
+      if (data[1] === SYNC_STEP2) {
         clearTimeout(timer)
         const ms = now() - t0
         const negotiated = Boolean(ws.extensions && ws.extensions.includes('permessage-deflate'))
         ws.terminate()
-        resolve({ ms, bytes: data.length, negotiated })
+        resolve({ ms, bytes, negotiated, length: doc.getText('content').length })
+        doc.destroy()
       }
     })
     ws.on('error', (err) => { clearTimeout(timer); reject(err) })
@@ -912,11 +926,29 @@ function freshBig (url, deflate, timeout = 120000) {
   })
 }
 
+/** The update in a sync message (0, type, varuint length, bytes). */
+function syncPayload (data) {
+  let pos = 2
+  let len = 0
+  let shift = 0
+  for (;;) {
+    const b = data[pos++]
+    len += (b & 0x7f) * 2 ** shift
+    if (b < 0x80) break
+    shift += 7
+  }
+  return data.subarray(pos, pos + len)
+}
+
 async function bigdocs () {
   const steps = []
   for (const size of spec.sizes) {
     const label = `big-${size}`
     const state = bigDocument(size, 20261202)
+    const source = new Y.Doc()
+    Y.applyUpdate(source, state)
+    const textLength = source.getText('content').length
+    source.destroy()
     const url = roomUrl(`big${size}-${process.pid}`)
     const step = { label, size, doc_bytes: state.length }
     mark(`${label}:before`)
@@ -934,6 +966,9 @@ async function bigdocs () {
         plain.push(p.ms)
         step.step2_bytes = p.bytes
         const d = await freshBig(url, true)
+        if (p.length !== textLength || d.length !== textLength) {
+          step.error = `synced ${p.length} / ${d.length} characters of ${textLength}`
+        }
         deflate.push(d.ms)
         step.deflate_negotiated = d.negotiated
         await sleep(100)

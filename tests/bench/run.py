@@ -281,8 +281,10 @@ def _bigdocs_table(results: Json, peers: list[str]) -> str:
         ["size", "server", "doc B", "upload s", "plain ms", "x collab", "deflate ms",
          "negotiated", "RSS MB loaded", "RSS MB synced", "note"],
         rows,
-        "plain = the client offers no compression; deflate = it offers permessage-deflate (as "
-        "stock clients do);\nRSS after the upload, and after the six fresh syncs.",
+        "a sync = connect until the step 2 arrived and all received was applied to a Y.Doc "
+        "(its text checked);\nplain = the client offers no compression; deflate = it offers "
+        "permessage-deflate (as stock clients do);\nRSS after the upload, and after the six "
+        "fresh syncs.",
     )  # fmt: skip
 
 
