@@ -532,15 +532,14 @@ class WebSocket(asyncio.Protocol):
             else:
                 self.transport.write(frame)
             return
-        self._uncork()
-        if self._held is None:
-            self._held = limits.Outbox(self.gateway.limits.max_pending_bytes)
+        self._hold_behind()
         self._stream = memoryview(frame)
         self._pump()
 
     def _pump(self) -> None:
-        """Write the large frame's next pieces, or the compressed message's next fragments,
-        until the transport pushes back, the next fragment is still being made, or all is out."""
+        """Write what is in the way: the large frame's next pieces, the compressed message's
+        next fragments, the split step 2's next parts; until the transport pushes back, the
+        next fragment or the parts are still being made, or all is out."""
         while True:
             transport = self.transport
             if transport is None:
@@ -603,8 +602,14 @@ class WebSocket(asyncio.Protocol):
         return True
 
     def fragment_ready(self) -> None:
-        """The compressed message being sent has another fragment (or is complete)."""
+        """The message being sent has another fragment, or the step 2 its parts."""
         self._pump()
+
+    def _hold_behind(self) -> None:
+        """A message is about to be written piecewise: what is sent meanwhile waits."""
+        self._uncork()
+        if self._held is None:
+            self._held = limits.Outbox(self.gateway.limits.max_pending_bytes)
 
     def _release(self) -> None:
         """The frame in the way is out: send what waited behind it, in order."""
@@ -617,9 +622,7 @@ class WebSocket(asyncio.Protocol):
     def _send_split(self, data: bytes) -> None:
         """Send a large step 2 as the parts ``Split`` cuts it into, each compressed only
         once the link has shown it is slow (``LinkRate``); hold what follows until it is out."""
-        self._uncork()
-        if self._held is None:
-            self._held = limits.Outbox(self.gateway.limits.max_pending_bytes)
+        self._hold_behind()
         self._split = Split.of(data, deflater())
         self._part = 0
         self._link = None
@@ -628,9 +631,7 @@ class WebSocket(asyncio.Protocol):
     def _compress(self, data: bytes) -> None:
         """Send a large message compressed, each fragment as the deflate thread makes it
         (``Deflation``: once per message and window); hold what follows until it is out."""
-        self._uncork()
-        if self._held is None:
-            self._held = limits.Outbox(self.gateway.limits.max_pending_bytes)
+        self._hold_behind()
         self._deflation = Deflation.of(data, self.deflate, deflater())
         self._fragment = 0
         self._pump()
