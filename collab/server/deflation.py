@@ -19,18 +19,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections import OrderedDict
 from typing import Protocol
 
 from .frames import deflated_fragments
+from .kept import Kept
 
 __all__ = ["KEPT_BYTES", "Deflation", "Reader"]
 
 log = logging.getLogger("collab.sockets")
 
 KEPT_BYTES = 256 << 20
-# (id(message), window bits) -> its compression, least recent first
-_kept: OrderedDict[tuple[int, int], Deflation] = OrderedDict()
 
 
 class Reader(Protocol):
@@ -55,16 +53,11 @@ class Deflation:
     def of(cls, data: bytes, window_bits: int, executor: concurrent.futures.Executor) -> Deflation:
         """The compression of ``data`` for ``window_bits``: the running or last one, else
         a new one started in ``executor``."""
-        key = (id(data), window_bits)
-        kept = _kept.get(key)
-        if kept is not None and kept.data is data and not kept.failed:
-            _kept.move_to_end(key)
+        kept = _kept.get(data, window_bits)
+        if kept is not None:
             return kept
-        deflation = _kept[key] = cls(data, window_bits)
-        total = sum(len(d.data) for d in _kept.values())
-        while total > KEPT_BYTES and len(_kept) > 1:
-            _, old = _kept.popitem(last=False)
-            total -= len(old.data)
+        deflation = cls(data, window_bits)
+        _kept.put(data, deflation, window_bits)
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(executor, deflation._make, loop)
         job.add_done_callback(deflation._made)
@@ -83,9 +76,7 @@ class Deflation:
         if job.cancelled() or job.exception() is not None:
             log.error("compressing %d bytes failed: %r", len(self.data), job)
             self.failed = True
-            key = (id(self.data), self.window_bits)
-            if _kept.get(key) is self:
-                del _kept[key]
+            _kept.discard(self.data, self.window_bits)  # the next one compresses it afresh
         self.done = True  # after every ``_add``: those were queued on the loop before this
         self._wake()
 
@@ -93,3 +84,6 @@ class Deflation:
         readers, self.readers = self.readers, set()
         for reader in readers:
             reader.fragment_ready()
+
+
+_kept: Kept[Deflation] = Kept(KEPT_BYTES)  # by message and window bits

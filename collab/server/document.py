@@ -50,7 +50,7 @@ from .session import Peer, Session
 __all__ = ["Document", "Phase"]
 
 _SYNC, _STEP1 = 0, 0  # the first two bytes of a sync step 1 message
-_EDITS = (1, 2)  # the second byte of a sync step 2 and of an update
+_EDITS = (protocol.SyncType.STEP2, protocol.SyncType.UPDATE)  # a sync message's second byte
 _FRESH_STEP1 = b"\x00\x00\x01\x00"  # a sync step 1 with an empty state vector
 FRESH_UPDATES = 2000  # at most this many updates since the snapshot go to a fresh client
 _AWARENESS = 1  # the first byte of a y-protocols awareness message

@@ -107,9 +107,7 @@ def deflated_frame(data: bytes, window_bits: int) -> bytes:
     if cached is not None:
         return cached
     compressor = compressor_for(window_bits)
-    body = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    if body.endswith(_SYNC_TAIL):
-        body = body[:-4]
+    body = compressor.compress(data) + _flushed(compressor)
     if len(body) < len(data):
         frame = frame_head(len(body), 0xC2) + body
     else:
@@ -135,7 +133,11 @@ def deflated_fragments(
         if body:
             yield frame_head(len(body), 0x42 if first else 0x00) + body
             first = False
-    tail = compressor.flush(zlib.Z_SYNC_FLUSH)
-    if tail.endswith(_SYNC_TAIL):
-        tail = tail[:-4]
+    tail = _flushed(compressor)
     yield frame_head(len(tail), 0xC2 if first else 0x80) + tail
+
+
+def _flushed(compressor: Compressor) -> bytes:
+    """The rest of a message's deflate stream, without the sync tail (RFC 7692 7.2.1)."""
+    tail = compressor.flush(zlib.Z_SYNC_FLUSH)
+    return tail[:-4] if tail.endswith(_SYNC_TAIL) else tail

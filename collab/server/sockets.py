@@ -85,7 +85,7 @@ STREAM_MIN_BYTES = 1 << 20  # frames above this are written piecewise as the soc
 STREAM_CHUNK_BYTES = 256 << 10
 THREAD_MIN_BYTES = 256 << 10  # messages above this are compressed in a thread
 LARGE_FRAME_BYTES = 1 << 20  # frames from a client above this are unmasked and inflated there too
-_STEP2 = b"\x00\x01"  # the first two bytes of a sync step 2
+_STEP2 = bytes([protocol.MessageType.SYNC, protocol.SyncType.STEP2])  # a step 2's first bytes
 JOIN_BUFFER_BYTES = 1 << 20  # read from a client while it joins; then reading pauses until it has
 
 # One thread compresses large messages (zlib releases the GIL): the loop goes on.

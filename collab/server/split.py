@@ -23,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections import OrderedDict
 
 from ..core import protocol
 from ..core.pieces import split_update
 from ..core.protocol import SyncStep2, Update
 from .deflation import Reader
+from .kept import Kept
 
 __all__ = ["FAST_LINK", "PIECE_BYTES", "SPLIT_MIN_BYTES", "LinkRate", "Split"]
 
@@ -56,12 +56,11 @@ class Split:
     @classmethod
     def of(cls, data: bytes, executor: concurrent.futures.Executor) -> Split:
         """The split of ``data``: a kept or running one, else one started in ``executor``."""
-        kept = _kept.get(id(data))
-        if kept is not None and kept.data is data:
-            _kept.move_to_end(id(data))
+        kept = _kept.get(data)
+        if kept is not None:
             return kept
         split = cls(data)
-        _keep(split)
+        _kept.put(data, split)
         job = asyncio.get_running_loop().run_in_executor(executor, _parts, data)
         job.add_done_callback(split._made)
         return split
@@ -90,15 +89,7 @@ def _parts(data: bytes) -> list[bytes]:
     return [*(protocol.encode(Update(part)) for part in first), protocol.encode(SyncStep2(last))]
 
 
-_kept: OrderedDict[int, Split] = OrderedDict()  # id(data) -> its split, least recent first
-
-
-def _keep(split: Split) -> None:
-    _kept[id(split.data)] = split
-    total = sum(len(s.data) for s in _kept.values())
-    while total > KEPT_BYTES and len(_kept) > 1:
-        _, old = _kept.popitem(last=False)
-        total -= len(old.data)
+_kept: Kept[Split] = Kept(KEPT_BYTES)
 
 
 class LinkRate:
