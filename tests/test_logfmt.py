@@ -25,7 +25,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from collab import cli
-from collab.server.logfmt import BatchedStreamHandler, JsonFormatter, TextFormatter
+from collab.server.logfmt import TEXT, BatchedStreamHandler, JsonFormatter, TextFormatter
 from tests.server import ServerProcess
 from tests.wait import eventually
 from tests.yclient import YClient
@@ -234,3 +234,12 @@ def test_lines_logged_off_a_loop_are_written_at_once() -> None:
     worker.join()
     logger.info("from no loop")
     assert stream.getvalue() == "from a thread\nfrom no loop\n"
+
+
+def test_text_lines_carry_the_time_logging_would_give_them() -> None:
+    ours, standard = TextFormatter(), logging.Formatter(TEXT)
+    base = 1_780_000_000.0
+    for created in (base + 0.001, base + 0.999, base + 1.0, base + 1.5, base + 61.25, base + 0.5):
+        record = logging.LogRecord("collab", logging.INFO, __file__, 1, "hello", None, None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.format(record) == standard.format(record)

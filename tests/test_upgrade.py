@@ -21,11 +21,15 @@ from typing import Any
 import jwt
 import pytest
 import tornado.httpserver
+import tornado.httputil
+import tornado.web
 from pycrdt import Doc, Text
 
 import collab
 from collab.core import protocol
 from collab.core.protocol import SyncStep1, Update
+from collab.tornado.logs import log_request
+from collab.tornado.upgrade import _Pace
 
 from .server import free_port
 from .wait import eventually
@@ -140,6 +144,24 @@ CASES = {
     "with a body": head(f"/ws/doc?token={token(['*'])}", "Content-Length: 5") + b"hello",
     "HTTP/1.0": head(f"/ws/doc?token={token(['*'])}").replace(b"HTTP/1.1", b"HTTP/1.0", 1),
     "not a websocket": b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "token in the Authorization header": head("/ws/doc", f"Authorization: Bearer {token(['*'])}"),
+    "field names in any case, one repeated": head(f"/ws/doc?token={token(['*'])}")
+    .replace(b"Connection: Upgrade", b"connection: keep-alive\r\nCONNECTION: Upgrade")
+    .replace(b"Upgrade: websocket", b"upgrade:  WebSocket \t"),
+    "percent-encoded name": head(f"/ws/caf%C3%A9?token={token(['*'])}"),
+    "a folded field": head(f"/ws/doc?token={token(['*'])}", "X-Note: one\r\n two"),
+    "a control character in a field": head(f"/ws/doc?token={token(['*'])}", "X-Note: a\x01b"),
+    "the key twice": head(
+        f"/ws/doc?token={token(['*'])}", "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA=="
+    ),
+}
+ANSWERED_HERE = {
+    "upgrade",
+    "upgrade, deflate offered",
+    "loopback origin",
+    "token in the Authorization header",
+    "field names in any case, one repeated",
+    "percent-encoded name",
 }
 
 
@@ -149,7 +171,7 @@ async def test_each_request_is_answered_as_the_handler_answers_it(servers, case:
     fast, plain = await exchange(fast_port, CASES[case]), await exchange(plain_port, CASES[case])
     assert summary(fast) == summary(plain)
     assert summary(fast)[0].startswith("HTTP/1.1 ")
-    here = case in ("upgrade", "upgrade, deflate offered", "loopback origin")
+    here = case in ANSWERED_HERE
     assert server.fast.answered == (1 if here else 0)  # the others: Tornado's
 
 
@@ -217,6 +239,32 @@ async def test_header_limits_hold_before_the_upgrade(servers) -> None:
         started = loop.time()
         assert await asyncio.wait_for(loop.sock_recv(sock, 100), 10) == b""
         assert loop.time() - started >= 0.5
+
+
+async def test_a_hosts_authorize_hook_gets_tornados_request_on_the_fast_path(
+    tmp_path: Path,
+) -> None:
+    seen: list[Any] = []
+
+    def authorize(request: Any, name: str) -> collab.Permission:
+        seen.append(request)
+        return collab.Permission(user=request.headers.get("X-User"))
+
+    config = collab.Config(data_dir=str(tmp_path), port=0)
+    hub = collab.Hub(config)
+    app = tornado.web.Application(collab.routes(hub, "", authorize), log_function=log_request)
+    server = collab.listen(app, config, hub)
+    try:
+        answer = await exchange(server.port, head("/ws/doc?x=1&x=2", "X-User: ada"))
+        assert summary(answer)[0] == "HTTP/1.1 101 Switching Protocols"
+        assert server.fast is not None and server.fast.answered == 1
+        (request,) = seen
+        assert isinstance(request, tornado.httputil.HTTPServerRequest)
+        assert request.headers["x-user"] == "ada" and request.remote_ip == "127.0.0.1"
+        assert request.query_arguments == {"x": [b"1", b"2"]} and request.path == "/ws/doc"
+        await eventually(lambda: hub.clients("doc") == 0)  # the test's socket closed
+    finally:
+        await server.close()
 
 
 class LoadGate(collab.Extension):
@@ -307,3 +355,40 @@ async def test_the_101_and_the_first_messages_go_out_in_one_write(
     frames, whole = parse_frames(first.partition(b"\r\n\r\n")[2])
     assert whole and [payload[:2] for _, payload in frames][:1] == [b"\x00\x00"]  # step 1
     await client.close()
+
+
+class CountedHead:
+    """Stands for a connection whose request head was read: records when it is taken."""
+
+    def __init__(self, index: int, taken: list[tuple[int, int]], ticks: list[int]) -> None:
+        self.index, self.taken, self.ticks = index, taken, ticks
+
+    def take(self) -> None:
+        self.taken.append((self.index, self.ticks[0]))
+
+
+async def test_a_burst_of_heads_is_taken_in_order_over_loop_iterations() -> None:
+    loop = asyncio.get_running_loop()
+    ticks = [0]
+
+    def tick() -> None:  # counts the loop's iterations
+        ticks[0] += 1
+        if ticks[0] < 1000:
+            loop.call_soon(tick)
+
+    loop.call_soon(tick)
+    await asyncio.sleep(0)
+    pace = _Pace(budget=-1.0)  # every iteration's share is one head
+    taken: list[tuple[int, int]] = []
+    for index in range(5):
+        pace.take(CountedHead(index, taken, ticks))  # type: ignore[arg-type]
+    assert [index for index, _ in taken] == [0]  # the first at once, the rest wait
+    await eventually(lambda: len(taken) == 5)
+    assert [index for index, _ in taken] == [0, 1, 2, 3, 4]
+    iterations = [tick for _, tick in taken]
+    assert len(set(iterations)) == 5  # one a turn: the loop ran in between
+    later = CountedHead(5, taken, ticks)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    pace.take(later)  # nothing waits and this iteration has room: taken at once
+    assert taken[-1][0] == 5

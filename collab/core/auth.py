@@ -89,6 +89,8 @@ _TOKEN_RE = re.compile(r"(?i)([?&]token=)[^&#\s]*")
 
 def redact(uri: str) -> str:
     """``uri`` (or a log line holding URLs) with every ``token=`` query value hidden."""
+    if "=" not in uri:
+        return uri  # most lines: nothing to hide, and no regex run
     return _TOKEN_RE.sub(r"\1***", uri)
 
 

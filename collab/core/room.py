@@ -356,8 +356,10 @@ class Room:
     def _apply(
         self, update: bytes, frame: bytes | None = None, check: bool = True, runs: bool = False
     ) -> Effects:
+        if update == _EMPTY_UPDATE:
+            return Effects()  # a fresh client's step 2: nothing to apply
         cost = update_cost(len(update))
-        if check and update != _EMPTY_UPDATE:  # a client's step 2 with nothing new
+        if check:
             self.budget.admit(cost, self._measure)
         run_end = self._run_end() if runs and self.runs.should_break(update) else None
         pieces = None

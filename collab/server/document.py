@@ -197,6 +197,11 @@ class Document:
     def idle(self) -> bool:
         return not self.sessions and self.phase is Phase.OPEN and self._busy is None
 
+    @property
+    def busy(self) -> bool:
+        """Is a heavy message being applied (``quiet`` would wait)?"""
+        return self._busy is not None
+
     async def quiet(self) -> None:
         """Return once no heavy message is being applied: the room may be read or changed.
 

@@ -133,6 +133,7 @@ class Hub:
         self.ips: Counter = self.quotas.connections  # per address and in all
         self.gateway = Gateway(
             join=self.join,
+            join_now=self.join_now,
             limits=SocketLimits.of(config),
             sockets=self.sockets,
             clock=self._now,
@@ -212,14 +213,48 @@ class Hub:
         if self.extensions.wants("on_connect"):
             await self.extensions.before("on_connect", ConnectEvent(name, id, permission))
         doc = await self.registry.open(name)
+        self._check_cap(doc)
+        await doc.quiet()  # its state vector is read now
+        return self._enter(doc, peer, permission, id, remote)
+
+    def join_now(
+        self,
+        name: str,
+        peer: Peer,
+        permission: Permission | None = None,
+        id: str | None = None,
+        remote: str | None = None,
+    ) -> Session | None:
+        """``join`` without waiting, if nothing needs waiting for: ``name`` is open and
+        idle, and no extension has ``on_connect``. None: call ``join``.
+
+        Raises:
+            CollabError: as ``join`` (nothing was joined).
+        """
+        if self.extensions.wants("on_connect") or self.registry.closing:
+            return None
+        doc = self.registry.get(name)
+        if doc is None or doc.busy:
+            return None
+        self.check_store()
+        self._check_cap(doc)
+        self.registry.keep(doc)  # in use: not unloaded when idle
+        return self._enter(
+            doc, peer, permission or Permission(), id or f"c{next(self._ids)}", remote
+        )
+
+    def _check_cap(self, doc: Document) -> None:
         cap = self.config.max_connections_per_doc
         if 0 < cap <= len(doc.sessions):
             raise PolicyViolation(f"too many connections to this document (limit {cap})")
+
+    def _enter(
+        self, doc: Document, peer: Peer, permission: Permission, id: str, remote: str | None
+    ) -> Session:
         session = Session(doc, peer, permission, id, remote)
-        await doc.quiet()  # its state vector is read now
         doc.add(session)
         if self.extensions.wants("on_joined"):
-            self.extensions.after("on_joined", ConnectEvent(name, id, permission))
+            self.extensions.after("on_joined", ConnectEvent(doc.name, id, permission))
         return session
 
     def document(self, name: str) -> Document | None:

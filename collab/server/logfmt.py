@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,9 +49,22 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self, fmt: str = TEXT) -> None:
         super().__init__(fmt)
+        self._second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """As ``logging.Formatter``'s, the text of each second made once (a log line
+        per handshake made ``strftime`` a tenth of its cost)."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second, text = self._second
+        if int(record.created) != second:
+            second = int(record.created)
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = (second, text)
+        return f"{text},{int(record.msecs):03d}"  # as default_msec_format, "%s,%03d"
 
 
 class JsonFormatter(logging.Formatter):

@@ -129,6 +129,7 @@ class Gateway:
 
     Attributes:
         join: ``join(name, peer, permission, id, remote)`` lets the socket into a document.
+        join_now: the same without waiting, or None if it would have to wait.
         limits: its rates and output bound.
         sockets: the keep-alive registry it joins.
         clock: wall time (Unix seconds), for token expiry.
@@ -136,6 +137,7 @@ class Gateway:
     """
 
     join: Callable[[str, Peer, Permission, str, str], Awaitable[Session]]
+    join_now: Callable[[str, Peer, Permission, str, str], Session | None]
     limits: SocketLimits
     sockets: Sockets
     clock: Callable[[], float]
@@ -156,12 +158,14 @@ class WebSocket(asyncio.Protocol):
         "_deflation",
         "_eof_held",
         "_expiry",
+        "_extensions",
         "_fragment",
         "_fragments",
         "_held",
         "_joining",
         "_large",
         "_link",
+        "_max_size",
         "_messages",
         "_on_lost",
         "_part",
@@ -169,6 +173,7 @@ class WebSocket(asyncio.Protocol):
         "_slow",
         "_split",
         "_stream",
+        "_wire",
         "alive",
         "deflate",
         "gateway",
@@ -178,7 +183,6 @@ class WebSocket(asyncio.Protocol):
         "permission",
         "session",
         "transport",
-        "wire",
     )
 
     _ids = iter(range(1, 1 << 62))
@@ -197,12 +201,15 @@ class WebSocket(asyncio.Protocol):
         self.permission = permission
         self.ip = ip
         self.id = f"c{next(WebSocket._ids)}"
-        self.wire = Protocol(Side.SERVER, max_size=max_size, logger=wire_log)
+        # websockets' parser, made once a frame needs it (``wire``): most clients
+        # only ever send binary messages, which ``data_received`` reads itself.
+        self._wire: Protocol | None = None
+        self._max_size = max_size
+        self._extensions = list(extensions or ())
         # The window bits of a negotiated permessage-deflate (0: none). websockets
         # decompresses what the client sends, bounded by ``max_size`` (a bomb is 1009).
         self.deflate = 0
         if extensions:
-            self.wire.extensions = list(extensions)
             for ext in extensions:
                 if isinstance(ext, PerMessageDeflate):
                     self.deflate = ext.local_max_window_bits or 15
@@ -230,37 +237,83 @@ class WebSocket(asyncio.Protocol):
         self._closer: asyncio.TimerHandle | None = None
         self._on_lost: Callable[[], None] | None = on_lost
 
+    @property
+    def wire(self) -> Protocol:
+        """websockets' sans-I/O protocol for this connection (made on first use)."""
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = Protocol(Side.SERVER, max_size=self._max_size, logger=wire_log)
+            wire.extensions = self._extensions  # the same inflater as ``_open_large`` uses
+        return wire
+
+    @property
+    def _open(self) -> bool:
+        """Is the WebSocket open (no close frame sent or received, no protocol error)?"""
+        wire = self._wire
+        return wire is None or wire.state is OPEN
+
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self, name: str, greeting: bytes, early: bytes) -> None:
+        """``begin``, and wait for the join if it has to wait."""
+        joining = self.begin(name, greeting, early)
+        if joining is not None:
+            await joining
+
+    def begin(self, name: str, greeting: bytes, early: bytes) -> asyncio.Task[None] | None:
         """Send ``greeting`` (the 101 response), join ``name``, then read.
 
         ``early`` is what the client sent right after its handshake; what arrives
         during the join waits for it, so no message meets an unloaded document.
-        The 101 and the join's first messages go out in one write, unless the
-        join has to wait (a document loading): then the 101 goes at once.
+        The join is done at once if the document is open and idle; the 101 and
+        the join's first messages then go out in one write. Otherwise (a
+        document loading) the 101 goes at once and the returned task, which
+        the caller keeps, finishes the join.
         """
         assert self.transport is not None
         self._corked = [greeting]
-        asyncio.get_running_loop().call_soon(self._uncork)  # runs if the join waits
         try:
-            self.session = await self.gateway.join(name, self, self.permission, self.id, self.ip)
-        except CollabError as exc:
-            self._uncork()
-            self.refuse(exc)  # and read on, for the client's answer to the close
-        except Exception:
-            self._uncork()
-            log.exception("error joining %r", name)
-            self.refuse(CollabError("internal error"))
+            session = self.gateway.join_now(name, self, self.permission, self.id, self.ip)
+        except Exception as exc:
+            self._not_joined(name, exc)
         else:
-            self._uncork()
-            if self.transport is None:  # gone while the document loaded
-                self._leave()
-                return
-            if self.permission.expires is not None:
-                delay = max(0.0, self.permission.expires - self.gateway.clock())
-                loop = asyncio.get_running_loop()
-                self._expiry = loop.call_later(delay, self.refuse, Unauthorized("token expired"))
+            if session is None:
+                self._uncork()  # the client may go on while the document loads
+                return asyncio.ensure_future(self._join(name, early))
+            self._joined(session)
+        self._read_on(early)
+        return None
+
+    async def _join(self, name: str, early: bytes) -> None:
+        try:
+            session = await self.gateway.join(name, self, self.permission, self.id, self.ip)
+        except Exception as exc:
+            self._not_joined(name, exc)
+        else:
+            self._joined(session)
+        self._read_on(early)
+
+    def _not_joined(self, name: str, exc: Exception) -> None:
+        self._uncork()
+        if isinstance(exc, CollabError):
+            self.refuse(exc)  # and read on, for the client's answer to the close
+            return
+        log.error("error joining %r", name, exc_info=exc)
+        self.refuse(CollabError("internal error"))
+
+    def _joined(self, session: Session) -> None:
+        self.session = session
+        self._uncork()
+        if self.transport is None:  # gone while the document loaded
+            self._leave()
+            return
+        if self.permission.expires is not None:
+            delay = max(0.0, self.permission.expires - self.gateway.clock())
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(delay, self.refuse, Unauthorized("token expired"))
+
+    def _read_on(self, early: bytes) -> None:
+        """Joined or refused: read ``early`` and what came during the join, then on."""
         if self.transport is None:
             return
         self.gateway.sockets.add(self)  # pinged from now on, while its answers are read
@@ -306,7 +359,9 @@ class WebSocket(asyncio.Protocol):
         if self._joining:
             self._eof_held = True
             return True  # kept open: the end is read after what came before it
-        self.wire.receive_eof()
+        if self._wire is None:
+            return None  # only whole binary frames came: the transport closes itself
+        self._wire.receive_eof()
         self._flush_wire()
         return None  # the transport closes itself
 
@@ -332,8 +387,8 @@ class WebSocket(asyncio.Protocol):
         if self._rx:
             data, self._rx = self._rx + data, b""
         pos, end = 0, len(data)
-        wire = self.wire
         while pos < end:
+            wire = self._wire  # None until a frame needed it (or a close was sent)
             large = self._large
             if large is not None:  # the payload of a large frame: kept for the thread
                 n = min(large.owed, end - pos)
@@ -368,16 +423,17 @@ class WebSocket(asyncio.Protocol):
                     self._rx = data[pos:]
                     return
                 size, head = int.from_bytes(data[pos + 2 : pos + 10], "big"), 14
-            limit = wire.max_message_size
+            limit = self._max_size
             fits = limit is None or size <= limit
-            if not second & 0x80 or not fits or wire.state is not OPEN:
+            if not second & 0x80 or not fits or (wire is not None and wire.state is not OPEN):
                 self._slow = -1  # websockets refuses it (1002, 1009) or is closing
                 continue
-            if first != 0x82 or head == 14 or wire.current_size is not None:
+            fragmented = wire is not None and wire.current_size is not None
+            if first != 0x82 or head == 14 or fragmented:
                 if (
                     head == 14
                     and size >= LARGE_FRAME_BYTES
-                    and wire.current_size is None
+                    and not fragmented
                     and (first == 0x82 or (first == 0xC2 and self.deflate))
                 ):
                     if end - pos < head:
@@ -410,10 +466,10 @@ class WebSocket(asyncio.Protocol):
         large.opening = True
         inflater = None
         if large.compressed:
-            inflater = next(e for e in self.wire.extensions if isinstance(e, PerMessageDeflate))
+            inflater = next(e for e in self._extensions if isinstance(e, PerMessageDeflate))
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(
-            deflater(), _opened_frame, large.parts, large.mask, inflater, self.wire.max_message_size
+            deflater(), _opened_frame, large.parts, large.mask, inflater, self._max_size
         )
         large.parts = []
         job.add_done_callback(self._large_opened)
@@ -432,7 +488,7 @@ class WebSocket(asyncio.Protocol):
             log.exception("opening a large frame failed")
             self.refuse(CollabError("internal error"))
         else:
-            if self.wire.state is OPEN:
+            if self._open:
                 self._message(message)
         if self.transport is not None:
             self.transport.resume_reading()
@@ -506,7 +562,7 @@ class WebSocket(asyncio.Protocol):
                 self._too_far_behind()
             return
         transport = self.transport
-        if transport is None or self.wire.state is not OPEN or transport.is_closing():
+        if transport is None or not self._open or transport.is_closing():
             return
         if len(data) >= SPLIT_MIN_BYTES and data[:2] == _STEP2:
             self._send_split(data)
@@ -557,7 +613,7 @@ class WebSocket(asyncio.Protocol):
                     self._deflation = self._split = self._held = None
                     self.refuse(CollabError("internal error"))
                     return
-                if self.wire.state is not OPEN:  # a close frame went out between two fragments
+                if not self._open:  # a close frame went out between two fragments
                     self._deflation = self._split = None
                     break
                 if self._fragment < len(deflation.frames):
@@ -581,7 +637,7 @@ class WebSocket(asyncio.Protocol):
         if not split.done:
             split.readers.add(self)  # ``fragment_ready`` pumps on once it is cut
             return False
-        if self._part >= len(split.parts) or self.wire.state is not OPEN:
+        if self._part >= len(split.parts) or not self._open:
             self._split = self._link = None
             return True  # and the pump releases what waited
         part = split.parts[self._part]
@@ -637,7 +693,7 @@ class WebSocket(asyncio.Protocol):
         self._pump()
 
     def pause_writing(self) -> None:
-        if self.outbox is None and self.wire.state is OPEN:
+        if self.outbox is None and self._open:
             self.outbox = limits.Outbox(self.gateway.limits.max_pending_bytes)
 
     def resume_writing(self) -> None:
@@ -655,7 +711,7 @@ class WebSocket(asyncio.Protocol):
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake; the socket goes after the answer or a timeout."""
-        if self.transport is None or self.wire.state is not OPEN:
+        if self.transport is None or not self._open:
             return
         self.outbox = None
         self.wire.send_close(code, reason.encode()[:120].decode(errors="ignore"))
@@ -663,7 +719,7 @@ class WebSocket(asyncio.Protocol):
 
     def refuse(self, exc: CollabError) -> None:
         """Close with ``exc``'s code and reason, once; log who and why."""
-        if self.transport is None or self.wire.state is not OPEN:
+        if self.transport is None or not self._open:
             return
         self._log_refusal(exc.reason, exc.close_code)
         if isinstance(exc, Unauthorized | Forbidden) and not self._mid_message:
@@ -682,7 +738,7 @@ class WebSocket(asyncio.Protocol):
             self.transport.abort()
 
     def ping(self) -> None:
-        if self.transport is not None and self.wire.state is OPEN and self._stream is None:
+        if self.transport is not None and self._open and self._stream is None:
             self.transport.write(_PING)
 
     # -- internals --------------------------------------------------------------------
@@ -694,9 +750,9 @@ class WebSocket(asyncio.Protocol):
 
     def _flush_wire(self) -> None:
         """Write what the protocol produced (pongs, close frames); end the TCP stream."""
-        wire, transport = self.wire, self.transport
-        if transport is None:
-            return
+        wire, transport = self._wire, self.transport
+        if transport is None or wire is None:
+            return  # no protocol yet: nothing of its to write
         if self._stream is None:  # else not in the middle of a frame: after it
             self._write_wire(transport)
         if wire.state is not OPEN and self._closer is None:

@@ -276,7 +276,15 @@ async def permit(authorize: Authorize, request: Any, name: str) -> Permission:
         TypeError: the hook returned something other than a ``Permission``.
     """
     result = authorize(request, name)
-    permission = await result if inspect.isawaitable(result) else result
+    return checked(await result if inspect.isawaitable(result) else result)
+
+
+def checked(permission: object) -> Permission:
+    """What an ``authorize`` hook returned (awaited), if it is a ``Permission``.
+
+    Raises:
+        TypeError: it is something else.
+    """
     if not isinstance(permission, Permission):
         raise TypeError(f"authorize() returned {permission!r}, not a Permission")
     return permission

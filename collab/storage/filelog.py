@@ -84,8 +84,7 @@ class FileLog:
             # A killed process may have left records in the page cache only: on disk before
             # anyone is sent them (``--fsync never`` promises nothing of the kind).
             sync = self.store.fsync != "never"
-            read = self.store.disk.read
-            loaded, files, next_seq, damaged = await self.store.run(read, self.name, sync)
+            loaded, files, next_seq, damaged = await self.store.run(self._read, sync)
         except BaseException:
             self.store.unclaim(self)
             raise
@@ -96,6 +95,10 @@ class FileLog:
         self._loaded = True
         loaded.cursor = FileCursor(self._n)
         return loaded
+
+    def _read(self, sync: bool) -> tuple[Loaded, list[LogFile], int, int]:
+        """What ``load`` reads, in one of the store's threads (one round trip)."""
+        return self.store.disk.read(self.name, sync)
 
     def append(self, record: Record) -> Cursor:
         try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..core import names
 from .base import Loaded
-from .disk import fsync_dir, write_new
+from .disk import LogFile, fsync_dir, write_new
 from .filelog import FileLog
 
 __all__ = ["GenerationFiles", "GenerationLog"]
@@ -71,11 +71,11 @@ class GenerationFiles:
 class GenerationLog(FileLog):
     """A ``FileLog`` whose ``load`` tells the generation and whose ``delete`` ends it."""
 
-    async def load(self) -> Loaded:
-        generation = await self.store.run(self.store.generations.read, self.name)
-        loaded = await super().load()
-        loaded.generation = generation
-        return loaded
+    def _read(self, sync: bool) -> tuple[Loaded, list[LogFile], int, int]:
+        generation = self.store.generations.read(self.name)  # in the same thread trip
+        read = super()._read(sync)
+        read[0].generation = generation
+        return read
 
     async def delete(self) -> bool:
         # Bumped first: a crash half way leaves the document with a new

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import tornado.iostream
@@ -34,7 +35,7 @@ from ..core.auth import Authorize, Permission, allow_all, origin_allowed
 from ..core.errors import CollabError, Forbidden, Unauthorized
 from ..server.hub import Hub
 from ..server.sockets import WebSocket, wire_log
-from ..server.tokens import permit
+from ..server.tokens import checked
 from .clients import client_ip
 from .logs import TokenSafeLogs
 from .stream_transport import IOStreamTransport
@@ -65,7 +66,8 @@ async def admit(
 ) -> tuple[str, Permission]:
     """The checks before an upgrade, in order: name, origin, per-IP cap, token, store.
 
-    Both ways in run exactly these (``YjsHandler.get`` and ``upgrade.FastUpgrades``).
+    Both ways in run exactly these (``YjsHandler.get`` and ``upgrade.FastUpgrades``,
+    which calls ``admit_now`` and, if the hook waits, ``admitted``).
 
     Returns:
         The document name and the connection's permission; ``ip`` is counted
@@ -74,18 +76,48 @@ async def admit(
     Raises:
         CollabError: refused (its ``http_status`` says how); nothing is counted.
     """
+    name, result = admit_now(hub, authorize, origin_ok, request, raw_name, ip)
+    if inspect.isawaitable(result):
+        return name, await admitted(hub, ip, result)
+    return name, result
+
+
+def admit_now(
+    hub: Hub,
+    authorize: Authorize,
+    origin_ok: Callable[[str], bool],
+    request: Any,
+    raw_name: str,
+    ip: str,
+) -> tuple[str, Permission | Awaitable[Permission]]:
+    """``admit`` without waiting: the name, and the permission or, if the
+    ``authorize`` hook returned an awaitable, that (``admitted`` finishes)."""
     name = names.validate(raw_name)
     origin = request.headers.get("Origin")
     if origin is not None and not origin_ok(origin):
         raise Forbidden(f"origin not allowed: {origin[:100]}")
     hub.ips.acquire(ip)
     try:
-        permission = await permit(authorize, request, name)
+        result = authorize(request, name)
+        if inspect.isawaitable(result):
+            return name, result
+        permission = checked(result)
         hub.check_store()
     except BaseException:
         hub.ips.release(ip)
         raise
     return name, permission
+
+
+async def admitted(hub: Hub, ip: str, pending: Awaitable[Permission]) -> Permission:
+    """The rest of ``admit`` once the hook's ``pending`` answer is awaited."""
+    try:
+        permission = checked(await pending)
+        hub.check_store()
+    except BaseException:
+        hub.ips.release(ip)
+        raise
+    return permission
 
 
 @tornado.web.stream_request_body

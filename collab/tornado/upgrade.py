@@ -23,17 +23,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import functools
 import hashlib
+import inspect
 import logging
 import os
 import re
 import socket
 import time
-from dataclasses import dataclass
+import urllib.parse
+from collections.abc import Awaitable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import tornado.escape
 import tornado.httpserver
 import tornado.httputil
 import tornado.iostream
@@ -48,17 +53,88 @@ from ..core.auth import Permission, allow_all, origin_allowed, redact
 from ..core.config import Config
 from ..server.hub import Hub
 from ..server.sockets import WebSocket
+from ..server.tokens import JwtAuthorizer
 from .clients import trusted_proxies
-from .handler import DEFLATE, YjsHandler, admit
+from .handler import DEFLATE, YjsHandler, admit_now, admitted
 from .logs import access_log, log_request
 
 __all__ = ["FastUpgrades"]
 
 log = logging.getLogger("collab.handler")
 
+HEADS_SECONDS = 0.002  # of request heads per loop iteration at most (see ``_Pace``)
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_REQUEST_LINE = re.compile(rb"GET ([^ \r\n]+) HTTP/1\.1\r\n")
+# One header field: a token, a colon, a value without control characters (a tab
+# is fine), the blank around the value dropped. Anything else goes to Tornado.
+_FIELD = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r\n"
+)
+
+
+class _Fields(Mapping[str, str]):
+    """A request head's fields, by name in any case; a repeated field's values
+    are joined with ``,`` (as Tornado's ``HTTPHeaders.get``); ``get_list`` has them apart."""
+
+    __slots__ = ("_lists",)
+
+    def __init__(self, lists: dict[str, list[str]]) -> None:
+        self._lists = lists  # by lower-case name
+
+    def __getitem__(self, name: str) -> str:
+        values = self._lists[name.lower()]
+        return values[0] if len(values) == 1 else ",".join(values)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lists)
+
+    def __len__(self) -> int:
+        return len(self._lists)
+
+    def get_list(self, name: str) -> list[str]:
+        return self._lists.get(name.lower(), [])
+
+
+@dataclass(slots=True)
+class _Request:
+    """What collab's own authorizers read of an upgrade request (``core.auth.Request``).
+
+    A host's ``authorize`` gets Tornado's ``HTTPServerRequest`` (``tornado_request``).
+    """
+
+    uri: str
+    headers: _Fields
+    remote_ip: str = ""
+    started: float = field(default_factory=time.time)
+    _query: dict[str, list[bytes]] | None = None
+
+    @property
+    def path(self) -> str:
+        return self.uri.partition("?")[0]
+
+    @property
+    def query_arguments(self) -> dict[str, list[bytes]]:
+        if self._query is None:
+            query = self.uri.partition("?")[2]
+            self._query = tornado.escape.parse_qs_bytes(query, keep_blank_values=True)
+        return self._query
+
+    def tornado_request(self) -> tornado.httputil.HTTPServerRequest:
+        """The same request as Tornado's ``HTTPServerRequest``."""
+        headers = tornado.httputil.HTTPHeaders()
+        for name, values in self.headers._lists.items():
+            for value in values:
+                headers.add(name, value)
+        request = tornado.httputil.HTTPServerRequest(
+            start_line=tornado.httputil.RequestStartLine("GET", self.uri, "HTTP/1.1"),
+            headers=headers,
+        )
+        request.remote_ip = self.remote_ip
+        request._start_time = self.started
+        return request
+
+    def request_time(self) -> float:
+        return time.time() - self.started
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +143,17 @@ class _Route:
     authorize: Any
     origins: frozenset[str]
 
+    @property
+    def ours(self) -> bool:
+        """Does ``authorize`` read only what ``_Request`` has (collab's own)?"""
+        return self.authorize is allow_all or type(self.authorize) is JwtAuthorizer
+
 
 @dataclass(slots=True)
 class _Plan:
     """A head fit for the fast path: what the upgrade needs."""
 
-    request: tornado.httputil.HTTPServerRequest
+    request: _Request
     route: _Route
     raw_name: str
     key: bytes
@@ -93,10 +174,11 @@ class FastUpgrades:
         self.rules = self._rules(app)
         self.servers: list[asyncio.AbstractServer] = []
         self.answered = 0  # upgrades answered here (the rest went to Tornado)
+        self.pace = _Pace(HEADS_SECONDS)
         self._starting: list[asyncio.Task[asyncio.AbstractServer]] = []
 
     @staticmethod
-    def _rules(app: tornado.web.Application) -> list[tuple[tornado.routing.PathMatches, Any]]:
+    def _rules(app: tornado.web.Application) -> list[tuple[re.Pattern[str], _Route | None]]:
         """The application's path rules, with the sync endpoint's settings where it is one.
 
         Empty (no fast path) when routing is anything but one list of path
@@ -106,7 +188,7 @@ class FastUpgrades:
             return []
         if app.settings.get("log_function", log_request) is not log_request:
             return []  # the host writes its own access log: Tornado calls it
-        rules: list[tuple[tornado.routing.PathMatches, Any]] = []
+        rules: list[tuple[re.Pattern[str], _Route | None]] = []
         for rule in app.wildcard_router.rules:
             if not isinstance(rule.matcher, tornado.routing.PathMatches):
                 return []
@@ -114,9 +196,9 @@ class FastUpgrades:
             if rule.target is YjsHandler and isinstance(kwargs.get("hub"), Hub):
                 origins = frozenset(o.rstrip("/").lower() for o in kwargs.get("allow_origins", ()))
                 route = _Route(kwargs["hub"], kwargs.get("authorize", allow_all), origins)
-                rules.append((rule.matcher, route))
+                rules.append((rule.matcher.regex, route))
             else:
-                rules.append((rule.matcher, None))
+                rules.append((rule.matcher.regex, None))
         return rules if any(route is not None for _, route in rules) else []
 
     def start(self, listening: list[socket.socket], backlog: int) -> None:
@@ -141,18 +223,25 @@ class FastUpgrades:
     # -- one request head ------------------------------------------------------------------
 
     def plan(self, head: bytes) -> _Plan | None:
-        """What to do with a request head; None: Tornado serves it."""
-        lines = head.split(b"\r\n")
-        start = lines[0].split(b" ")
-        if len(start) != 3 or start[0] != b"GET" or start[2] != b"HTTP/1.1":
+        """What to do with a request head (without its blank line); None: Tornado serves it."""
+        head += b"\r\n"
+        start = _REQUEST_LINE.match(head)
+        if start is None:
             return None
-        headers = tornado.httputil.HTTPHeaders()
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+        lists: dict[str, list[str]] = {}
+        pos, end = start.end(), len(head)
+        while pos < end:
+            found = _FIELD.match(head, pos)
+            if found is None:
                 return None  # folded, malformed or odd: Tornado decides
-            headers.add(name.decode("latin-1"), value.strip(b" \t").decode("latin-1"))
-        if "Content-Length" in headers or "Transfer-Encoding" in headers or "Host" not in headers:
+            pos = found.end()
+            name, value = found[1].decode("latin-1").lower(), found[2].decode("latin-1")
+            if name in lists:
+                lists[name].append(value)
+            else:
+                lists[name] = [value]
+        headers = _Fields(lists)
+        if "content-length" in lists or "transfer-encoding" in lists or "host" not in lists:
             return None
         if headers.get("Upgrade", "").lower() != "websocket":
             return None
@@ -166,17 +255,18 @@ class FastUpgrades:
         except binascii.Error:
             return None
         uri = start[1].decode("latin-1")
-        request = tornado.httputil.HTTPServerRequest(
-            start_line=tornado.httputil.RequestStartLine("GET", uri, "HTTP/1.1"), headers=headers
-        )
-        for matcher, route in self.rules:
-            found = matcher.match(request)
-            if found is None:
+        path = uri.partition("?")[0]
+        for regex, route in self.rules:  # as Tornado's ``PathMatches`` match them
+            found_path = regex.match(path)
+            if found_path is None:
                 continue
-            if route is None or found.get("path_kwargs") or len(found.get("path_args", ())) != 1:
+            if route is None or regex.groupindex or regex.groups != 1:
+                return None
+            arg = found_path.group(1)
+            if arg is None:
                 return None
             try:
-                raw = found["path_args"][0].decode("utf-8")
+                raw = urllib.parse.unquote_to_bytes(arg).decode("utf-8")
             except UnicodeDecodeError:
                 return None  # Tornado's 400
             break
@@ -201,34 +291,69 @@ class FastUpgrades:
                 answered = build_extension([(ext_name, answer)])
                 header = f"Sec-WebSocket-Extensions: {answered}\r\n".encode()
                 break
-        return _Plan(request, route, raw, key[0].encode(), extensions, header)
+        return _Plan(_Request(uri, headers), route, raw, key[0].encode(), extensions, header)
 
-    async def upgrade(self, transport: asyncio.Transport, plan: _Plan, reader: _Head) -> None:
-        """Admit and answer the upgrade of ``plan``, or give it to Tornado.
+    def upgrade(self, transport: asyncio.Transport, plan: _Plan, reader: _Head) -> None:
+        """Admit and answer the upgrade of ``plan``, or give it to Tornado: at once,
+        unless a host's ``authorize`` hook or the document's load has to be waited for.
 
         ``reader`` holds the request and what the client sent after it.
         """
-        route, request = plan.route, plan.request
+        route, light = plan.route, plan.request
         hub = route.hub
         peer = transport.get_extra_info("peername")
-        request.remote_ip = peer[0] if isinstance(peer, tuple) else ""
+        ip = light.remote_ip = peer[0] if isinstance(peer, tuple) else ""
         cidrs = hub.config.trusted_proxies
-        ip = request.remote_ip or ""
         if cidrs:
-            ip = trusted_proxies(cidrs).client_address(ip, request.headers)
-        host, origins = request.headers.get("Host"), route.origins
+            ip = trusted_proxies(cidrs).client_address(ip, light.headers)
+        host, origins = light.headers.get("Host"), route.origins
+        request = light if route.ours else light.tornado_request()  # what a host's hook knows
 
         def origin_ok(origin: str) -> bool:
             return origin_allowed(origin, host, origins)
 
         try:
-            name, permission = await admit(
-                hub, route.authorize, origin_ok, request, plan.raw_name, ip
-            )
+            name, result = admit_now(hub, route.authorize, origin_ok, request, plan.raw_name, ip)
         except Exception as exc:
-            log.debug("upgrade refused here, handed to the handler: %r", exc)
-            self.handoff(transport, reader.buffer)  # refused: the handler says so, and logs it
+            self._refused(transport, reader, exc)
             return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(self._admit(transport, plan, reader, name, result, ip))
+            task.add_done_callback(_log_failure)
+            return
+        self._answer(transport, plan, reader, name, result, ip)
+
+    async def _admit(
+        self,
+        transport: asyncio.Transport,
+        plan: _Plan,
+        reader: _Head,
+        name: str,
+        pending: Awaitable[Permission],
+        ip: str,
+    ) -> None:
+        try:
+            permission = await admitted(plan.route.hub, ip, pending)
+        except Exception as exc:
+            self._refused(transport, reader, exc)
+            return
+        self._answer(transport, plan, reader, name, permission, ip)
+
+    def _refused(self, transport: asyncio.Transport, reader: _Head, exc: Exception) -> None:
+        log.debug("upgrade refused here, handed to the handler: %r", exc)
+        self.handoff(transport, reader.buffer)  # the handler says so, and logs it
+
+    def _answer(
+        self,
+        transport: asyncio.Transport,
+        plan: _Plan,
+        reader: _Head,
+        name: str,
+        permission: Permission,
+        ip: str,
+    ) -> None:
+        """Send the 101 and hand the connection to a ``WebSocket``, which joins ``name``."""
+        hub = plan.route.hub
         if transport.is_closing():
             hub.ips.release(ip)
             return
@@ -237,7 +362,7 @@ class FastUpgrades:
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept + b"\r\n" + plan.extension_header + b"\r\n"
         )
-        self._log(request, name, permission, ip)
+        self._log(plan.request, name, permission, ip)
         self.answered += 1
         settings = self.app.settings
         hub.sockets.configure(
@@ -250,12 +375,12 @@ class FastUpgrades:
         ws = WebSocket(hub.gateway, permission, ip, size, release, plan.extensions)
         transport.set_protocol(ws)
         ws.connection_made(transport)
-        await ws.start(name, greeting, reader.buffer[reader.head_bytes :])
+        joining = ws.begin(name, greeting, reader.buffer[reader.head_bytes :])
+        if joining is not None:
+            joining.add_done_callback(_log_failure)
 
     @staticmethod
-    def _log(
-        request: tornado.httputil.HTTPServerRequest, name: str, permission: Permission, ip: str
-    ) -> None:
+    def _log(request: _Request, name: str, permission: Permission, ip: str) -> None:
         """The access log line ``log_request`` writes for a 101."""
         if not access_log.isEnabledFor(logging.INFO):
             return
@@ -269,7 +394,7 @@ class FastUpgrades:
         if permission.user is not None:
             fields["sub"] = permission.user
         fields.update(event="request", status=101, duration_ms=round(duration, 2))
-        summary = f"GET {redact(request.uri or '')} ({ip})"
+        summary = f"GET {redact(request.uri)} ({ip})"
         access_log.info("%d %s %.2fms", 101, summary, duration, extra=fields)
 
     def handoff(self, transport: asyncio.Transport, data: bytes) -> None:
@@ -295,6 +420,50 @@ class FastUpgrades:
             stream._read_buffer += data
             stream._read_buffer_size += len(data)
         http.handle_stream(stream, address)
+
+
+class _Pace:
+    """Spreads a burst of request heads over iterations of the event loop.
+
+    Past ``budget`` seconds of heads in one iteration, the rest wait, in
+    order, for the next ones: what the first ones wait for (a document's load,
+    done in a thread) comes back in between, and the other connections'
+    messages are not held up behind hundreds of handshakes.
+    """
+
+    __slots__ = ("_since", "_waiting", "budget")
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        self._since: float | None = None  # when this iteration's first head was taken
+        self._waiting: collections.deque[_Head] = collections.deque()
+
+    def take(self, head: _Head) -> None:
+        """``head.take()`` now, or in a later iteration after those that wait."""
+        if not self._waiting and not self._spent():
+            head.take()
+            return
+        if not self._waiting:
+            asyncio.get_running_loop().call_soon(self._drain)
+        self._waiting.append(head)
+
+    def _spent(self) -> bool:
+        now = time.perf_counter()
+        if self._since is None:
+            self._since = now
+            asyncio.get_running_loop().call_soon(self._reset)  # early in the next iteration
+            return False
+        return now - self._since > self.budget
+
+    def _reset(self) -> None:
+        self._since = None
+
+    def _drain(self) -> None:
+        waiting = self._waiting
+        while waiting and not self._spent():
+            waiting.popleft().take()
+        if waiting:
+            asyncio.get_running_loop().call_soon(self._drain)
 
 
 class _Head(asyncio.Protocol):
@@ -335,17 +504,27 @@ class _Head(asyncio.Protocol):
                 self.buffer = buffer
             return
         self._done()
+        self.buffer, self.head_bytes = buffer, end + 4
+        self.fast.pace.take(self)
+
+    def take(self) -> None:
+        """Plan and answer the head that was read, or hand it to Tornado."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
         try:
-            plan = self.fast.plan(buffer[:end])
+            plan = self.fast.plan(self.buffer[: self.head_bytes - 4])
         except Exception:
             log.exception("reading a request head")
             plan = None
         if plan is None:
-            self.fast.handoff(transport, buffer)
+            self.fast.handoff(transport, self.buffer)
             return
-        self.buffer, self.head_bytes = buffer, end + 4
-        task = asyncio.ensure_future(self.fast.upgrade(transport, plan, self))
-        task.add_done_callback(_log_failure)
+        try:
+            self.fast.upgrade(transport, plan, self)
+        except Exception:
+            log.exception("upgrade failed")
+            transport.abort()
 
     def _done(self) -> None:
         if self.timer is not None:
