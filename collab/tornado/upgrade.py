@@ -62,7 +62,7 @@ __all__ = ["FastUpgrades"]
 
 log = logging.getLogger("collab.handler")
 
-HEADS_SECONDS = 0.002  # of request heads per loop iteration at most (see ``_Pace``)
+HEADS_SECONDS = 0.005  # of request heads per loop iteration at most (see ``_Pace``)
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _REQUEST_LINE = re.compile(rb"GET ([^ \r\n]+) HTTP/1\.1\r\n")
 # One header field: a token, a colon, a value without control characters (a tab
@@ -425,10 +425,13 @@ class FastUpgrades:
 class _Pace:
     """Spreads a burst of request heads over iterations of the event loop.
 
-    Past ``budget`` seconds of heads in one iteration, the rest wait, in
-    order, for the next ones: what the first ones wait for (a document's load,
-    done in a thread) comes back in between, and the other connections'
-    messages are not held up behind hundreds of handshakes.
+    Past ``budget`` seconds of heads in one iteration, the rest wait, in order,
+    for the next ones. What the first ones wait for (a document's load, done in
+    a thread) then comes back in between, and the other connections' messages
+    are not held up behind hundreds of handshakes. Without it, 300 clients
+    joining one new document had their load finish only after every head was
+    read (one iteration of 60 ms); ``HEADS_SECONDS`` is 5 ms because 2 ms gave
+    a higher handshake p99 over 5,000 connections.
     """
 
     __slots__ = ("_since", "_waiting", "budget")
