@@ -225,8 +225,9 @@ class Hub:
         id: str | None = None,
         remote: str | None = None,
     ) -> Session | None:
-        """``join`` without waiting, if nothing needs waiting for: ``name`` is open and
-        idle, and no extension has ``on_connect``. None: call ``join``.
+        """``join`` without waiting, if nothing needs waiting for: ``name`` is open,
+        no heavy message is being applied to it, and no extension has ``on_connect``.
+        None: call ``join``.
 
         Raises:
             CollabError: as ``join`` (nothing was joined).

@@ -122,8 +122,8 @@ class _Request:
     def tornado_request(self) -> tornado.httputil.HTTPServerRequest:
         """The same request as Tornado's ``HTTPServerRequest``."""
         headers = tornado.httputil.HTTPHeaders()
-        for name, values in self.headers._lists.items():
-            for value in values:
+        for name in self.headers:
+            for value in self.headers.get_list(name):
                 headers.add(name, value)
         request = tornado.httputil.HTTPServerRequest(
             start_line=tornado.httputil.RequestStartLine("GET", self.uri, "HTTP/1.1"),
@@ -254,10 +254,9 @@ class FastUpgrades:
                 return None
         except binascii.Error:
             return None
-        uri = start[1].decode("latin-1")
-        path = uri.partition("?")[0]
+        request = _Request(start[1].decode("latin-1"), headers)
         for regex, route in self.rules:  # as Tornado's ``PathMatches`` match them
-            found_path = regex.match(path)
+            found_path = regex.match(request.path)
             if found_path is None:
                 continue
             if route is None or regex.groupindex or regex.groups != 1:
@@ -291,7 +290,7 @@ class FastUpgrades:
                 answered = build_extension([(ext_name, answer)])
                 header = f"Sec-WebSocket-Extensions: {answered}\r\n".encode()
                 break
-        return _Plan(_Request(uri, headers), route, raw, key[0].encode(), extensions, header)
+        return _Plan(request, route, raw, key[0].encode(), extensions, header)
 
     def upgrade(self, transport: asyncio.Transport, plan: _Plan, reader: _Head) -> None:
         """Admit and answer the upgrade of ``plan``, or give it to Tornado: at once,
